@@ -1,0 +1,291 @@
+"""Typed configuration: one dataclass schema per config group, registered in Hydra's ConfigStore.
+
+Every YAML preset in ``conf/`` names its schema explicitly in its defaults list
+(``- /schema/<group>@_here_: <name>``), so no automatic schema matching is relied on (Hydra 1.4
+drops it). Range and cross-field checks that a type system cannot express live in :func:`validate`,
+which raises :class:`ConfigError` with a one-line message naming the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
+
+# ---------------------------------------------------------------- model
+
+
+@dataclass
+class DLNModelConfig:
+    """Deep linear network: widths [H1, ..., H_{L+1}], input first, output last, no biases."""
+
+    name: str = "dln"
+    widths: list[int] = field(default_factory=lambda: [10, 20, 20, 10])
+    true_rank: Optional[int] = None  # rank of the teacher product W_L...W_1; None = generic
+
+
+@dataclass
+class MLPModelConfig:
+    """Teacher-student MLP. The teacher defaults to the student's architecture where unset."""
+
+    name: str = "mlp"
+    widths: list[int] = field(default_factory=lambda: [4, 16, 16, 1])
+    activation: str = "tanh"
+    bias: bool = True
+    teacher_widths: Optional[list[int]] = None
+    teacher_activation: Optional[str] = None
+    teacher_bias: Optional[bool] = None
+
+
+ACTIVATIONS = ("tanh", "relu", "gelu", "sigmoid", "identity")
+
+# ---------------------------------------------------------------- data
+
+
+@dataclass
+class DataConfig:
+    """Inputs x ~ input_dist, targets y = teacher(x) + noise_std * N(0, 1)."""
+
+    n: int = 100_000
+    input_dist: str = "uniform"  # "uniform": U[-input_scale, input_scale]; "normal": N(0, input_scale^2)
+    input_scale: float = 10.0
+    noise_std: float = 0.0
+
+
+INPUT_DISTS = ("uniform", "normal")
+
+# ---------------------------------------------------------------- posterior
+
+
+@dataclass
+class PosteriorConfig:
+    """Localized tempered posterior: log p(w) = -n beta L_n(w) - gamma/2 |w - w*|^2."""
+
+    beta0: float = 1.0  # beta = beta0 / log n
+    gamma: float = 1.0
+
+
+# ---------------------------------------------------------------- training (trained targets)
+
+
+@dataclass
+class TrainingConfig:
+    """How w* is found for targets without a known minimum (optax Adam, early stopping)."""
+
+    optimizer: str = "adam"
+    learning_rate: float = 1e-2
+    batch_size: Optional[int] = None  # None = full batch
+    max_steps: int = 5000
+    eval_every: int = 50  # full-data loss evaluated every this many steps (early-stopping check)
+    patience: int = 20  # evaluations without relative improvement > min_rel_improvement
+    min_rel_improvement: float = 1e-4
+
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+# ---------------------------------------------------------------- samplers
+
+
+@dataclass
+class SGMCMCConfig:
+    """Minibatch SG-MCMC samplers (SGLD and its preconditioned variants)."""
+
+    name: str = MISSING
+    step_size: float = 5e-7  # epsilon in w <- w - eps/2 * grad U + sqrt(eps) * xi
+    batch_size: int = 500
+    num_steps: int = 10_000  # per chain, burn-in included
+    num_burnin: int = 9_000  # first steps discarded from the estimate
+    thinning: int = 1  # keep every k-th step in the trace
+    num_chains: int = 4
+    dtype: str = "float32"
+
+
+@dataclass
+class SGLDConfig(SGMCMCConfig):
+    name: str = "sgld"
+
+
+@dataclass
+class RMSPropSGLDConfig(SGMCMCConfig):
+    """pSGLD (Li et al. 2016) with moments of the loss gradient only (Hitchcock & Hoogland 2025)."""
+
+    name: str = "rmsprop_sgld"
+    alpha: float = 0.99  # decay of the squared-gradient average
+    eps: float = 0.1  # added to sqrt(v); bounds the preconditioner by 1/eps
+
+
+@dataclass
+class AdamSGLDConfig(SGMCMCConfig):
+    """Adam-preconditioned SGLD: drift uses the bias-corrected first moment of the loss gradient."""
+
+    name: str = "adam_sgld"
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 0.1
+
+
+DTYPES = ("float32", "float64")
+
+# ---------------------------------------------------------------- top level
+
+
+@dataclass
+class MLflowConfig:
+    enabled: bool = True
+    # None: $MLFLOW_TRACKING_URI if set, else sqlite:///<launch dir>/mlflow.db (MLflow 3's default)
+    tracking_uri: Optional[str] = None
+    experiment: str = "lambda_hat"
+
+
+@dataclass
+class Config:
+    """Root schema. Group fields are typed ``Any`` because each group has several schemas."""
+
+    model: Any = MISSING
+    data: Any = MISSING
+    posterior: Any = MISSING
+    sampler: Any = MISSING
+    training: Any = MISSING
+    mlflow: MLflowConfig = field(default_factory=MLflowConfig)
+    seed: int = 0
+    target_seed: Optional[int] = None  # seed of the teacher and data; None = same as `seed`
+    # Content-addressed target cache; None = $LAMBDA_HAT_CACHE or ~/.cache/lambda_hat
+    cache_dir: Optional[str] = None
+    # Persistent XLA compilation cache; None = <cache_dir>/xla
+    compilation_cache_dir: Optional[str] = None
+    progress: bool = True
+    plots: bool = True
+
+
+SCHEMAS: dict[str, dict[str, type]] = {
+    "model": {"dln": DLNModelConfig, "mlp": MLPModelConfig},
+    "data": {"data": DataConfig},
+    "posterior": {"posterior": PosteriorConfig},
+    "training": {"training": TrainingConfig},
+    "sampler": {"sgld": SGLDConfig, "rmsprop_sgld": RMSPropSGLDConfig, "adam_sgld": AdamSGLDConfig},
+}
+
+
+def register_configs() -> None:
+    """Register the root schema and every group schema (under ``schema/<group>``)."""
+    cs = ConfigStore.instance()
+    cs.store(name="lambda_hat_schema", node=Config)
+    for group, schemas in SCHEMAS.items():
+        for name, node in schemas.items():
+            cs.store(group=f"schema/{group}", name=name, node=node)
+
+
+# ---------------------------------------------------------------- validation
+
+
+class ConfigError(ValueError):
+    """A configuration value outside its allowed range; the message is one line naming the key."""
+
+    def __init__(self, key: str, value: Any, allowed: str) -> None:
+        super().__init__(f"{key}={value!r} is invalid: {allowed}")
+        self.key = key
+
+
+def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(key, value, allowed)
+
+
+def _positive(cfg: DictConfig, key: str, *, integer: bool = False) -> None:
+    value = _get(cfg, key)
+    _require(value is not None and value > 0, key, value, f"must be > 0{' (integer)' if integer else ''}")
+
+
+def _get(cfg: DictConfig, key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _one_of(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> None:
+    value = _get(cfg, key)
+    _require(value in allowed, key, value, f"must be one of {', '.join(allowed)}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check ranges and cross-field constraints; raise ConfigError on the first violation."""
+    model, data, sampler = cfg.model, cfg.data, cfg.sampler
+    widths = list(model.widths)
+    _require(len(widths) >= 2, "model.widths", widths, "needs at least an input and an output width")
+    _require(all(w >= 1 for w in widths), "model.widths", widths, "all widths must be >= 1")
+    if model.name == "dln" and model.true_rank is not None:
+        _require(
+            1 <= model.true_rank <= min(widths),
+            "model.true_rank",
+            model.true_rank,
+            f"must be in [1, {min(widths)}] (the narrowest width of {widths})",
+        )
+    if model.name == "mlp":
+        _one_of(cfg, "model.activation", ACTIVATIONS)
+        if model.teacher_activation is not None:
+            _one_of(cfg, "model.teacher_activation", ACTIVATIONS)
+        if model.teacher_widths is not None:
+            tw = list(model.teacher_widths)
+            _require(
+                len(tw) >= 2 and tw[0] == widths[0] and tw[-1] == widths[-1] and min(tw) >= 1,
+                "model.teacher_widths",
+                tw,
+                f"must start with {widths[0]} and end with {widths[-1]} (the student's input/output)",
+            )
+    _positive(cfg, "data.n", integer=True)
+    _one_of(cfg, "data.input_dist", INPUT_DISTS)
+    _positive(cfg, "data.input_scale")
+    _require(data.noise_std >= 0, "data.noise_std", data.noise_std, "must be >= 0")
+    _require(data.n >= 2, "data.n", data.n, "must be >= 2 (beta = beta0 / log n)")
+    _positive(cfg, "posterior.beta0")
+    _require(cfg.posterior.gamma >= 0, "posterior.gamma", cfg.posterior.gamma, "must be >= 0")
+
+    _positive(cfg, "sampler.num_chains", integer=True)
+    _one_of(cfg, "sampler.dtype", DTYPES)
+    if "batch_size" in sampler:
+        _positive(cfg, "sampler.step_size")
+        _positive(cfg, "sampler.num_steps", integer=True)
+        _positive(cfg, "sampler.batch_size", integer=True)
+        _positive(cfg, "sampler.thinning", integer=True)
+        _require(
+            sampler.batch_size <= data.n,
+            "sampler.batch_size",
+            sampler.batch_size,
+            f"must be <= data.n={data.n}",
+        )
+        _require(
+            0 <= sampler.num_burnin < sampler.num_steps,
+            "sampler.num_burnin",
+            sampler.num_burnin,
+            f"must be in [0, sampler.num_steps={sampler.num_steps})",
+        )
+        kept = sampler.num_steps - sampler.num_burnin
+        _require(
+            kept // sampler.thinning >= 4,
+            "sampler.thinning",
+            sampler.thinning,
+            f"must leave >= 4 draws after burn-in ({kept} steps kept)",
+        )
+    for key in ("alpha", "beta1", "beta2"):
+        if key in sampler:
+            v = sampler[key]
+            _require(0 <= v < 1, f"sampler.{key}", v, "must be in [0, 1)")
+    if "eps" in sampler:
+        _positive(cfg, "sampler.eps")
+
+    training = cfg.training
+    _one_of(cfg, "training.optimizer", OPTIMIZERS)
+    _positive(cfg, "training.learning_rate")
+    _positive(cfg, "training.max_steps", integer=True)
+    _positive(cfg, "training.eval_every", integer=True)
+    _positive(cfg, "training.patience", integer=True)
+    if training.batch_size is not None:
+        _require(
+            0 < training.batch_size <= data.n,
+            "training.batch_size",
+            training.batch_size,
+            f"must be in [1, data.n={data.n}] or null (full batch)",
+        )

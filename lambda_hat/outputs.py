@@ -1,0 +1,91 @@
+"""Files a run leaves in its output folder: metrics.json, trace.parquet, plots, resolved config."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from lambda_hat.samplers.driver import Trace
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    # Readers (sweep aggregation, a user's `cat`) never see a half-written file.
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_metrics(out_dir: Path, metrics: dict[str, Any]) -> Path:
+    path = out_dir / "metrics.json"
+    _atomic_write_text(path, json.dumps(metrics, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    return path
+
+
+def write_resolved_config(out_dir: Path, cfg: DictConfig) -> Path:
+    path = out_dir / "config_resolved.yaml"
+    _atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))
+    return path
+
+
+def trace_frame(trace: Trace, nbeta: float, L0: float) -> pd.DataFrame:
+    """Long table: one row per (chain, draw) with the step, loss, λ̂ draw and burn-in flag."""
+    chains, draws = trace.loss.shape
+    return pd.DataFrame(
+        {
+            "chain": np.repeat(np.arange(chains), draws),
+            "draw": np.tile(np.arange(draws), chains),
+            "step": np.tile(trace.step, chains),
+            "burnin": np.tile(np.arange(draws) < trace.num_burnin_draws, chains),
+            "loss": trace.loss.reshape(-1).astype(np.float64),
+            "llc": (nbeta * (trace.loss.astype(np.float64) - L0)).reshape(-1),
+        }
+    )
+
+
+def write_trace(out_dir: Path, frame: pd.DataFrame) -> Path:
+    path = out_dir / "trace.parquet"
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+    return path
+
+
+def write_plots(out_dir: Path, frame: pd.DataFrame, llc_true: float | None, title: str) -> list[Path]:
+    """Loss trace per chain, and the running λ̂ per chain after burn-in (true λ marked if known)."""
+    import matplotlib  # heavy: imported only when plots are made
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for chain, rows in frame.groupby("chain"):
+        ax.plot(rows["step"], rows["llc"], lw=0.6, label=f"chain {chain}")
+    burnin_rows = frame[frame["burnin"]]
+    if len(burnin_rows):
+        ax.axvline(burnin_rows["step"].max(), color="grey", ls=":", label="end of burn-in")
+    ax.set(xlabel="step", ylabel="nβ (L(w) − L0)", title=f"{title}: trace per chain")
+    ax.legend(fontsize="small", ncol=2)
+    paths.append(out_dir / "trace.png")
+    fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    kept = frame[~frame["burnin"]]
+    for chain, rows in kept.groupby("chain"):
+        running = rows["llc"].expanding().mean()
+        ax.plot(rows["step"], running, lw=1.0, label=f"chain {chain}")
+    if llc_true is not None:
+        ax.axhline(llc_true, color="black", ls="--", label=f"true λ = {llc_true:g}")
+    ax.set(xlabel="step", ylabel="running λ̂", title=f"{title}: running λ̂ after burn-in")
+    ax.legend(fontsize="small", ncol=2)
+    paths.append(out_dir / "llc_running.png")
+    fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return paths

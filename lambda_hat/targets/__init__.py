@@ -1,0 +1,143 @@
+"""Targets: a model, its data and the parameter w* at which λ is estimated.
+
+``build_target(cfg)`` turns the ``model``/``data``/``training`` config into a :class:`Target`,
+reusing a cached build when the defining spec has been seen before (see ``store.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from lambda_hat.targets import dln, mlp, store
+from lambda_hat.targets.training import train
+
+log = logging.getLogger(__name__)
+
+ApplyFn = Callable[[Any, jnp.ndarray], jnp.ndarray]
+
+
+@dataclass(frozen=True)
+class Target:
+    """Everything the posterior needs: apply(params, x), data, w* (as a pytree) and the true λ."""
+
+    target_id: str
+    kind: str
+    apply: ApplyFn
+    x: np.ndarray  # float64, (n, input width)
+    y: np.ndarray  # float64, (n, output width)
+    w_star: Any  # pytree of float64 arrays (the structure apply() expects)
+    llc_true: float | None
+    meta: dict[str, Any]
+
+    @property
+    def d(self) -> int:
+        return int(sum(np.size(a) for a in jax.tree.leaves(self.w_star)))
+
+
+def mse(pred: jnp.ndarray, y: jnp.ndarray) -> jnp.ndarray:
+    """Squared error averaged over samples and outputs (torch's mse_loss, Lau et al.'s choice)."""
+    return jnp.mean((pred - y) ** 2)
+
+
+def _inputs(data: DictConfig, width: int, rng: np.random.Generator) -> np.ndarray:
+    if data.input_dist == "uniform":
+        return rng.uniform(-data.input_scale, data.input_scale, size=(data.n, width))
+    return rng.normal(0.0, data.input_scale, size=(data.n, width))
+
+
+def _labels(clean: np.ndarray, noise_std: float, rng: np.random.Generator) -> np.ndarray:
+    return clean + noise_std * rng.normal(size=clean.shape) if noise_std > 0 else clean
+
+
+def _streams(seed: int) -> list[np.random.Generator]:
+    """Independent generators for teacher, inputs, label noise and student init."""
+    return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4)]
+
+
+def _build_dln(spec: dict[str, Any]) -> tuple[store.Arrays, store.Meta]:
+    widths, rank = spec["model"]["widths"], spec["model"]["true_rank"]
+    data = OmegaConf.create(spec["data"])
+    g_teacher, g_x, g_noise, _ = _streams(spec["seed"])
+    teacher = dln.make_teacher(widths, rank, g_teacher)
+    x = _inputs(data, widths[0], g_x)
+    y = _labels(np.asarray(dln.forward(teacher, x)), data.noise_std, g_noise)
+    r = dln.product_rank(teacher)
+    arrays = {f"w{i}": w for i, w in enumerate(teacher)} | {"x": x, "y": y}
+    return arrays, {"kind": "dln", "rank": r, "llc_true": dln.aoyagi_lambda(widths, r)}
+
+
+def _mlp_parts(model: dict[str, Any]) -> tuple[list[int], str, bool]:
+    widths = model["teacher_widths"] or model["widths"]
+    act = model["teacher_activation"] or model["activation"]
+    bias = model["bias"] if model["teacher_bias"] is None else model["teacher_bias"]
+    return list(widths), act, bool(bias)
+
+
+def _build_mlp(spec: dict[str, Any]) -> tuple[store.Arrays, store.Meta]:
+    model, data = spec["model"], OmegaConf.create(spec["data"])
+    g_teacher, g_x, g_noise, g_student = _streams(spec["seed"])
+    t_widths, t_act, t_bias = _mlp_parts(model)
+    teacher = mlp.init_params(t_widths, t_bias, g_teacher, bias_std=0.1)
+    x = _inputs(data, t_widths[0], g_x)
+    with jax.enable_x64(True):
+        clean = np.asarray(mlp.forward(jax.tree.map(jnp.asarray, teacher), jnp.asarray(x), t_act))
+    y = _labels(clean, data.noise_std, g_noise)
+    student = mlp.init_params(model["widths"], model["bias"], g_student)
+    apply = mlp.make_apply(model["activation"])
+    w_star, info = train(
+        lambda p, xb, yb: mse(apply(p, xb), yb), student, x, y, OmegaConf.create(spec["training"]), spec["seed"]
+    )
+    leaves = jax.tree.leaves(w_star)
+    arrays = {f"p{i}": np.asarray(a, np.float64) for i, a in enumerate(leaves)} | {"x": x, "y": y}
+    return arrays, {"kind": "mlp", "llc_true": None, **info}
+
+
+def target_spec(cfg: DictConfig) -> dict[str, Any]:
+    """The part of the config that defines the target (and therefore its cache key)."""
+    spec: dict[str, Any] = {
+        "model": OmegaConf.to_container(cfg.model, resolve=True),
+        "data": OmegaConf.to_container(cfg.data, resolve=True),
+        "seed": int(cfg.seed if cfg.target_seed is None else cfg.target_seed),
+    }
+    if cfg.model.name == "mlp":
+        spec["training"] = OmegaConf.to_container(cfg.training, resolve=True)
+    return spec
+
+
+def build_target(cfg: DictConfig, cache_dir: Path | None = None) -> Target:
+    """Build (or load from the cache) the target described by cfg.model / cfg.data / cfg.training."""
+    spec = target_spec(cfg)
+    kind = spec["model"]["name"]
+    builder = {"dln": _build_dln, "mlp": _build_mlp}[kind]
+    tid, arrays, meta, cached = store.get_or_build(
+        cache_dir or store.default_cache_dir(), spec, lambda: builder(spec)
+    )
+    log.info("target %s (%s) %s", tid, kind, "loaded from cache" if cached else "built")
+    if kind == "dln":
+        n_layers = len(spec["model"]["widths"]) - 1
+        w_star: Any = [arrays[f"w{i}"] for i in range(n_layers)]
+        apply: ApplyFn = dln.forward
+    else:
+        template = mlp.init_params(spec["model"]["widths"], spec["model"]["bias"], np.random.default_rng(0))
+        treedef = jax.tree.structure(template)
+        w_star = jax.tree.unflatten(treedef, [arrays[f"p{i}"] for i in range(treedef.num_leaves)])
+        apply = mlp.make_apply(spec["model"]["activation"])
+    return Target(
+        target_id=tid,
+        kind=kind,
+        apply=apply,
+        x=arrays["x"],
+        y=arrays["y"],
+        w_star=w_star,
+        llc_true=meta.get("llc_true"),
+        meta={**meta, "cached": cached},
+    )
