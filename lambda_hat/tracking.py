@@ -67,8 +67,10 @@ def mlflow_run(cfg: DictConfig, launch_dir: Path, run_name: str) -> Iterator[Any
     experiment = mlflow.get_experiment_by_name(cfg.mlflow.experiment)
     if experiment is None:
         artifact_location = None
-        if uri.startswith("sqlite:///") and not cfg.mlflow.tracking_uri:
-            artifact_location = (launch_dir / "mlruns").resolve().as_uri()
+        if uri.startswith("sqlite:///"):
+            # Artifacts beside the database (MLflow would use ./mlruns of whatever cwd the job has).
+            db = Path(uri.removeprefix("sqlite:///"))
+            artifact_location = (db.parent / "mlruns").resolve().as_uri()
         try:
             mlflow.create_experiment(cfg.mlflow.experiment, artifact_location=artifact_location)
         except Exception:  # created concurrently by another job

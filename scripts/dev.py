@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""Bootstrap the environment and run lambda_hat or its tests, on a machine with only Python + pip.
+
+    python scripts/dev.py run [hydra overrides...]   # one LLC estimate (python -m lambda_hat ...)
+    python scripts/dev.py test [pytest args...]      # the test suite
+
+It finds uv (on PATH, or importable by this Python), else installs it into .cache/uv-bootstrap
+with pip, then `uv sync`s the locked environment into .venv and runs the command there.
+Standard library only: this script runs before any dependency is installed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BOOTSTRAP = ROOT / ".cache" / "uv-bootstrap"
+
+
+def _bin(env: Path, name: str) -> Path:
+    return env / ("Scripts" if os.name == "nt" else "bin") / name
+
+
+def find_uv() -> list[str]:
+    """A command that runs uv, installing it into a private venv if needed."""
+    if shutil.which("uv"):
+        return ["uv"]
+    if subprocess.run([sys.executable, "-m", "uv", "--version"], capture_output=True).returncode == 0:
+        return [sys.executable, "-m", "uv"]
+    uv = _bin(BOOTSTRAP, "uv")
+    if not uv.exists():
+        print("dev.py: installing uv into .cache/uv-bootstrap ...", file=sys.stderr, flush=True)
+        venv.EnvBuilder(with_pip=True, clear=True).create(BOOTSTRAP)
+        subprocess.run([str(_bin(BOOTSTRAP, "python")), "-m", "pip", "install", "-q", "uv"], check=True)
+    return [str(uv)]
+
+
+def sync(uv: list[str]) -> Path:
+    """Create/refresh .venv from uv.lock (dev extras included); return its python."""
+    lock_flag = ["--locked"] if (ROOT / "uv.lock").exists() and os.environ.get("CI") else []
+    subprocess.run([*uv, "sync", "--extra", "dev", "--quiet", *lock_flag], cwd=ROOT, check=True)
+    return _bin(ROOT / ".venv", "python")
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("run", "test"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    python = sync(find_uv())
+    if argv[0] == "run":
+        cmd = [str(python), "-m", "lambda_hat", *argv[1:]]
+    else:
+        cmd = [str(python), "-m", "pytest", *argv[1:]]
+    return subprocess.run(cmd, cwd=ROOT if argv[0] == "test" else None).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,44 @@
+"""Shared fixtures: an isolated target cache and a config composer using the real conf/ tree."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from lambda_hat.app import CONF_DIR
+
+# Small, fast target and sampler settings shared by the end-to-end tests.
+TINY = [
+    "model.widths=[4,6,4]",
+    "model.true_rank=2",
+    "data.n=10000",
+    "sampler.batch_size=100",
+    "sampler.num_steps=4000",
+    "sampler.num_burnin=2000",
+    "progress=false",
+]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_env(tmp_path_factory: pytest.TempPathFactory) -> None:
+    cache = tmp_path_factory.mktemp("cache")
+    os.environ["LAMBDA_HAT_CACHE"] = str(cache)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ.pop("MLFLOW_RUN_ID", None)
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    """compose the real config with overrides; MLflow goes to a SQLite store under tmp_path."""
+
+    def _make(*overrides: str, mlflow: bool = False) -> DictConfig:
+        extra = [f"mlflow.enabled={str(mlflow).lower()}", f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db"]
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            return compose("config", overrides=[*extra, *overrides])
+
+    return _make

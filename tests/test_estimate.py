@@ -1,0 +1,50 @@
+"""λ̂ from traces: the arithmetic, the diagnostics, and NaN chains flagged and excluded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lambda_hat.estimate import estimate_llc
+
+
+def _ar1(rng: np.random.Generator, chains: int, draws: int, mean: float, rho: float = 0.5) -> np.ndarray:
+    x = np.zeros((chains, draws))
+    x[:, 0] = rng.normal(size=chains)
+    for t in range(1, draws):
+        x[:, t] = rho * x[:, t - 1] + np.sqrt(1 - rho**2) * rng.normal(size=chains)
+    return mean + 0.1 * x
+
+
+def test_estimate_is_nbeta_times_excess_loss_after_burnin() -> None:
+    rng = np.random.default_rng(0)
+    loss = _ar1(rng, 4, 2000, mean=1.5)
+    loss[:, :500] = 100.0  # burn-in values must not enter the estimate
+    m = estimate_llc(loss, 500, nbeta=10.0, L0=0.5, llc_true=10.0)
+    assert m["status"] == "ok" and m["chains_ok"] == 4
+    assert m["llc_mean"] == pytest.approx(10.0 * (loss[:, 500:].mean() - 0.5))
+    assert m["llc_per_chain"] == pytest.approx(list(10.0 * (loss[:, 500:].mean(axis=1) - 0.5)))
+    assert m["llc_rel_error"] == pytest.approx(m["llc_mean"] / 10.0 - 1)
+    # AR(1) with rho = 0.5 has ESS ≈ N (1 - rho) / (1 + rho) = 6000 / 3 = 2000
+    assert 1200 < m["ess"] < 3000 and 1200 < m["ess_bulk"] < 3000
+    assert m["llc_sem"] == pytest.approx(np.std(10.0 * loss[:, 500:], ddof=1) / np.sqrt(m["ess"]))
+    assert 0.99 < m["r_hat"] < 1.02
+
+
+def test_nan_chain_is_flagged_and_excluded() -> None:
+    rng = np.random.default_rng(1)
+    loss = _ar1(rng, 3, 400, mean=2.0)
+    loss[1, 250:] = np.nan
+    loss[2, 10] = np.inf  # even a burn-in blow-up disqualifies the chain
+    m = estimate_llc(loss, 100, nbeta=1.0, L0=0.0)
+    assert m["status"] == "some_chains_diverged"
+    assert m["chains_diverged"] == [1, 2] and m["chains_ok"] == 1
+    assert m["llc_per_chain"][1] is None and m["llc_per_chain"][2] is None
+    assert m["llc_mean"] == pytest.approx(loss[0, 100:].mean())
+    assert m["r_hat"] is None  # undefined with one chain
+
+
+def test_all_chains_diverged() -> None:
+    loss = np.full((2, 50), np.nan)
+    m = estimate_llc(loss, 10, nbeta=1.0, L0=0.0)
+    assert m["status"] == "failed" and m["llc_mean"] is None and m["chains_ok"] == 0

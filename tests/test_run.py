@@ -1,0 +1,84 @@
+"""A whole run: the files it leaves behind and what it logs to MLflow (a real SQLite store)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from lambda_hat.runner import RunFailed, run
+from tests.conftest import TINY
+
+REQUIRED = {
+    "llc_mean", "llc_std", "llc_sem", "llc_per_chain", "llc_true", "ess_bulk", "r_hat", "n_fge",
+    "n_fge_warmup", "wall_time_s", "compile_time_s", "status", "sampler", "n", "d", "nbeta", "gamma",
+    "L0", "target_id",
+}
+
+
+def _mlflow_runs(tmp_path: Path):
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name("lambda_hat")
+    return client, client.search_runs([exp.experiment_id])
+
+
+def test_run_writes_outputs_and_logs_to_mlflow(make_cfg, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    cfg = make_cfg(*TINY, "sampler.num_steps=1000", "sampler.num_burnin=500", mlflow=True)
+    m = run(cfg, out, tmp_path)
+
+    on_disk = json.loads((out / "metrics.json").read_text())
+    assert REQUIRED <= on_disk.keys()
+    assert on_disk == json.loads(json.dumps(m))
+    assert m["n"] == 10000 and m["d"] == 4 * 6 + 6 * 4 and m["sampler"] == "sgld"
+    assert m["nbeta"] == pytest.approx(10000 / __import__("math").log(10000), rel=1e-6)
+    assert len(m["llc_per_chain"]) == 4 and m["llc_true"] == 8.0
+    assert m["wall_time_s"] > 0 and m["compile_time_s"] > 0
+
+    trace = pd.read_parquet(out / "trace.parquet")
+    assert len(trace) == 4 * 1000 and set(trace["chain"]) == {0, 1, 2, 3}
+    kept = trace[~trace["burnin"]]
+    assert len(kept) == 4 * 500
+    assert kept["llc"].mean() == pytest.approx(m["llc_mean"], rel=1e-6)
+    for name in ("trace.png", "llc_running.png", "config_resolved.yaml"):
+        assert (out / name).stat().st_size > 0
+    assert "step_size: 5.0e-07" in (out / "config_resolved.yaml").read_text()
+
+    client, runs = _mlflow_runs(tmp_path)
+    assert len(runs) == 1
+    r = runs[0]
+    assert r.info.status == "FINISHED"
+    assert r.data.params["sampler.name"] == "sgld" and r.data.params["model.widths"] == "[4, 6, 4]"
+    assert r.data.metrics["llc_mean"] == pytest.approx(m["llc_mean"])
+    assert r.data.metrics["llc_chain_0"] == pytest.approx(m["llc_per_chain"][0])
+    assert r.data.tags["target_id"] == m["target_id"] and r.data.tags["sampler"] == "sgld"
+    artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}
+    assert (tmp_path / "mlruns").is_dir()  # artifacts live beside the SQLite store
+    assert {"metrics.json", "trace.parquet", "trace.png", "llc_running.png", "config_resolved.yaml"} <= artifacts
+
+
+def test_failing_run_is_marked_failed_in_mlflow(make_cfg, tmp_path: Path) -> None:
+    cfg = make_cfg(*TINY, "sampler.step_size=1.0", "sampler.num_steps=100", "sampler.num_burnin=50",
+                   "plots=false", mlflow=True)
+    with pytest.raises(RunFailed):
+        run(cfg, tmp_path / "out", tmp_path)
+    _, runs = _mlflow_runs(tmp_path)
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert runs[0].data.tags["status"] == "failed"
+
+
+def test_interrupted_run_is_not_left_running(make_cfg, tmp_path: Path, monkeypatch) -> None:
+    import lambda_hat.runner as runner
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run_chains", boom)
+    with pytest.raises(KeyboardInterrupt):
+        run(make_cfg(*TINY, mlflow=True), tmp_path / "out", tmp_path)
+    _, runs = _mlflow_runs(tmp_path)
+    assert [r.info.status for r in runs] == ["FAILED"]
