@@ -35,8 +35,13 @@ def find_uv() -> list[str]:
     uv = _bin(BOOTSTRAP, "uv")
     if not uv.exists():
         print("dev.py: installing uv into .cache/uv-bootstrap ...", file=sys.stderr, flush=True)
-        venv.EnvBuilder(with_pip=True, clear=True).create(BOOTSTRAP)
-        subprocess.run([str(_bin(BOOTSTRAP, "python")), "-m", "pip", "install", "-q", "uv"], check=True)
+        try:
+            venv.EnvBuilder(with_pip=True, clear=True).create(BOOTSTRAP)
+            subprocess.run([str(_bin(BOOTSTRAP, "python")), "-m", "pip", "install", "-q", "uv"], check=True)
+        except (subprocess.CalledProcessError, OSError):
+            # Some system Pythons ship without ensurepip (Debian without python3-venv).
+            subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--user", "uv"], check=True)
+            return [sys.executable, "-m", "uv"]
     return [str(uv)]
 
 
