@@ -89,17 +89,26 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 
 
 @dataclass
-class SGMCMCConfig:
-    """Minibatch SG-MCMC samplers (SGLD and its preconditioned variants)."""
+class SamplerConfig:
+    """Keys every sampler has. num_steps counts steps per chain after warm-up, burn-in included."""
 
     name: str = MISSING
-    step_size: float = 5e-7  # epsilon in w <- w - eps/2 * grad U + sqrt(eps) * xi
-    batch_size: int = 500
-    num_steps: int = 10_000  # per chain, burn-in included
-    num_burnin: int = 9_000  # first steps discarded from the estimate
-    thinning: int = 1  # keep every k-th step in the trace
     num_chains: int = 4
+    num_steps: int = 1000
+    num_burnin: int = 0  # first steps discarded from the estimate
+    thinning: int = 1  # keep every k-th step in the trace
     dtype: str = "float32"
+
+
+@dataclass
+class SGMCMCConfig(SamplerConfig):
+    """Minibatch SG-MCMC samplers; there is no separate warm-up, burn-in plays that role."""
+
+    step_size: float = 5e-7  # SGLD family: epsilon in w <- w - eps/2 * grad U + sqrt(eps) * xi
+    batch_size: int = 500
+    num_steps: int = 10_000
+    num_burnin: int = 9_000
+    mala_every: int = 100  # MALA acceptance diagnostic every k steps (0 = off)
 
 
 @dataclass
@@ -126,6 +135,76 @@ class AdamSGLDConfig(SGMCMCConfig):
     eps: float = 0.1
 
 
+@dataclass
+class SGHMCConfig(SGMCMCConfig):
+    """SGHMC (Chen et al. 2014), blackjax parametrisation: w <- w + h p, friction alpha."""
+
+    name: str = "sghmc"
+    step_size: float = 3e-4  # h (SGLD's epsilon corresponds to about h^2)
+    alpha: float = 100.0  # friction; (1 - alpha h) p per step; large damps minibatch-noise heating
+    mala_every: int = 0  # not a Langevin proposal
+
+
+@dataclass
+class SGNHTConfig(SGMCMCConfig):
+    """SG Nosé-Hoover thermostat (Ding et al. 2014), blackjax parametrisation; xi starts at alpha."""
+
+    name: str = "sgnht"
+    step_size: float = 3e-4
+    alpha: float = 100.0
+    mala_every: int = 0
+
+
+@dataclass
+class HMCFamilyConfig(SamplerConfig):
+    """Full-batch HMC/NUTS with blackjax window adaptation (per chain)."""
+
+    num_warmup: int = 500  # adaptation steps per chain (step size, inverse mass matrix)
+    num_steps: int = 500
+    target_accept: float = 0.8
+    initial_step_size: float = 1e-3
+    diagonal_mass_matrix: bool = True
+    dtype: str = "float64"
+
+
+@dataclass
+class HMCConfig(HMCFamilyConfig):
+    name: str = "hmc"
+    num_integration_steps: int = 16  # leapfrog steps per transition (during warm-up always)
+    trajectory_length: Optional[float] = None  # if set, steps = ceil(length / adapted step size)
+    max_integration_steps: int = 1024  # cap for trajectory_length
+
+
+@dataclass
+class NUTSConfig(HMCFamilyConfig):
+    name: str = "nuts"
+    max_tree_depth: int = 10
+
+
+@dataclass
+class MCLMCConfig(SamplerConfig):
+    """MCLMC; tuning (mclmc_find_L_and_step_size) spends fractions of num_steps per chain."""
+
+    name: str = "mclmc"
+    num_steps: int = 2000
+    dtype: str = "float64"
+    integrator: str = "isokinetic_mclachlan"
+    frac_tune1: float = 0.1  # step-size adaptation
+    frac_tune2: float = 0.1  # L (and preconditioner) from the sample variance
+    frac_tune3: float = 0.1  # L from the effective sample size
+    desired_energy_var: float = 5e-4
+    trust_in_estimate: float = 1.5
+    num_effective_samples: int = 150
+    diagonal_preconditioning: bool = True
+    l_factor: float = 0.4
+
+
+MCLMC_INTEGRATORS = (
+    "isokinetic_velocity_verlet",
+    "isokinetic_mclachlan",
+    "isokinetic_yoshida",
+    "isokinetic_omelyan",
+)
 DTYPES = ("float32", "float64")
 
 # ---------------------------------------------------------------- top level
@@ -164,7 +243,16 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "data": {"data": DataConfig},
     "posterior": {"posterior": PosteriorConfig},
     "training": {"training": TrainingConfig},
-    "sampler": {"sgld": SGLDConfig, "rmsprop_sgld": RMSPropSGLDConfig, "adam_sgld": AdamSGLDConfig},
+    "sampler": {
+        "sgld": SGLDConfig,
+        "rmsprop_sgld": RMSPropSGLDConfig,
+        "adam_sgld": AdamSGLDConfig,
+        "sghmc": SGHMCConfig,
+        "sgnht": SGNHTConfig,
+        "hmc": HMCConfig,
+        "nuts": NUTSConfig,
+        "mclmc": MCLMCConfig,
+    },
 }
 
 
@@ -245,36 +333,72 @@ def validate(cfg: DictConfig) -> None:
 
     _positive(cfg, "sampler.num_chains", integer=True)
     _one_of(cfg, "sampler.dtype", DTYPES)
+    _positive(cfg, "sampler.num_steps", integer=True)
+    _positive(cfg, "sampler.thinning", integer=True)
+    _require(
+        0 <= sampler.num_burnin < sampler.num_steps,
+        "sampler.num_burnin",
+        sampler.num_burnin,
+        f"must be in [0, sampler.num_steps={sampler.num_steps})",
+    )
+    kept = sampler.num_steps - sampler.num_burnin
+    _require(
+        kept // sampler.thinning >= 4,
+        "sampler.thinning",
+        sampler.thinning,
+        f"must leave >= 4 draws after burn-in ({kept} steps kept)",
+    )
     if "batch_size" in sampler:
         _positive(cfg, "sampler.step_size")
-        _positive(cfg, "sampler.num_steps", integer=True)
         _positive(cfg, "sampler.batch_size", integer=True)
-        _positive(cfg, "sampler.thinning", integer=True)
         _require(
             sampler.batch_size <= data.n,
             "sampler.batch_size",
             sampler.batch_size,
             f"must be <= data.n={data.n}",
         )
-        _require(
-            0 <= sampler.num_burnin < sampler.num_steps,
-            "sampler.num_burnin",
-            sampler.num_burnin,
-            f"must be in [0, sampler.num_steps={sampler.num_steps})",
-        )
-        kept = sampler.num_steps - sampler.num_burnin
-        _require(
-            kept // sampler.thinning >= 4,
-            "sampler.thinning",
-            sampler.thinning,
-            f"must leave >= 4 draws after burn-in ({kept} steps kept)",
-        )
+        _require(sampler.mala_every >= 0, "sampler.mala_every", sampler.mala_every, "must be >= 0 (0 = off)")
     for key in ("alpha", "beta1", "beta2"):
-        if key in sampler:
+        if key in sampler and sampler.name not in ("sghmc", "sgnht"):
             v = sampler[key]
             _require(0 <= v < 1, f"sampler.{key}", v, "must be in [0, 1)")
+    if sampler.name in ("sghmc", "sgnht"):
+        _require(
+            0 <= sampler.alpha * sampler.step_size < 1,
+            "sampler.alpha",
+            sampler.alpha,
+            f"friction x step must be in [0, 1) (step_size={sampler.step_size})",
+        )
     if "eps" in sampler:
         _positive(cfg, "sampler.eps")
+    if "num_warmup" in sampler:
+        _positive(cfg, "sampler.num_warmup", integer=True)
+        _positive(cfg, "sampler.initial_step_size")
+        v = sampler.target_accept
+        _require(0 < v < 1, "sampler.target_accept", v, "must be in (0, 1)")
+    if sampler.name == "hmc":
+        _positive(cfg, "sampler.num_integration_steps", integer=True)
+        _positive(cfg, "sampler.max_integration_steps", integer=True)
+        if sampler.trajectory_length is not None:
+            _positive(cfg, "sampler.trajectory_length")
+    if sampler.name == "nuts":
+        _require(
+            1 <= sampler.max_tree_depth <= 20, "sampler.max_tree_depth", sampler.max_tree_depth, "must be in [1, 20]"
+        )
+    if sampler.name == "mclmc":
+        _one_of(cfg, "sampler.integrator", MCLMC_INTEGRATORS)
+        for key in ("frac_tune1", "frac_tune2", "frac_tune3"):
+            v = sampler[key]
+            _require(0 <= v <= 1, f"sampler.{key}", v, "must be in [0, 1]")
+        _require(
+            sampler.frac_tune1 + sampler.frac_tune2 > 0,
+            "sampler.frac_tune1",
+            sampler.frac_tune1,
+            "frac_tune1 + frac_tune2 must be > 0 (no tuning otherwise)",
+        )
+        for key in ("desired_energy_var", "trust_in_estimate", "l_factor"):
+            _positive(cfg, f"sampler.{key}")
+        _positive(cfg, "sampler.num_effective_samples", integer=True)
 
     training = cfg.training
     _one_of(cfg, "training.optimizer", OPTIMIZERS)

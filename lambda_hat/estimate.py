@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from blackjax.diagnostics import effective_sample_size, ess_bulk, rhat
+from blackjax.diagnostics import effective_sample_size, ess_bulk, ess_tail, rhat
 
 
 def _finite_or_none(x: Any) -> float | None:
@@ -55,4 +55,55 @@ def estimate_llc(
         "r_hat": _finite_or_none(rhat(good, chain_axis=0, sample_axis=1)) if n_good > 1 else None,
         "llc_rel_error": (mean / llc_true - 1.0) if llc_true else None,
     }
+    return out
+
+
+def e_bfmi(energy: np.ndarray) -> np.ndarray:
+    """Energy Bayesian fraction of missing information per chain (Betancourt 2016).
+
+    E-BFMI = Σ (E_t - E_{t-1})² / Σ (E_t - Ē)²; values below ~0.3 flag poor momentum resampling.
+    Two lines of numpy; blackjax has no E-BFMI and arviz would be a heavy dependency for it.
+    """
+    energy = np.asarray(energy, dtype=np.float64)
+    num = np.sum(np.diff(energy, axis=1) ** 2, axis=1)
+    den = np.sum((energy - energy.mean(axis=1, keepdims=True)) ** 2, axis=1)
+    return num / np.where(den > 0, den, np.nan)
+
+
+def sampler_diagnostics(trace: Any, thinning: int) -> dict[str, Any]:
+    """Sampler health from the trace: acceptance, divergences, adapted values, E-BFMI, MALA test."""
+    out: dict[str, Any] = {}
+    kept = slice(trace.num_burnin_draws, None)
+    ex = {k: np.asarray(v, dtype=np.float64) for k, v in trace.extras.items()}
+    if "acceptance_rate" in ex:
+        out["acceptance_rate"] = _finite_or_none(np.nanmean(ex["acceptance_rate"][:, kept]))
+    if "is_divergent" in ex:  # per-draw means over the thinning block -> counts
+        out["num_divergent"] = int(round(float(np.nansum(ex["is_divergent"][:, kept]) * thinning)))
+    if "energy" in ex:
+        bfmi = e_bfmi(ex["energy"][:, kept])
+        out["e_bfmi_per_chain"] = [_finite_or_none(b) for b in bfmi]
+        out["e_bfmi"] = _finite_or_none(np.nanmin(bfmi)) if np.any(np.isfinite(bfmi)) else None
+    for name in ("mala_accept", "tree_depth", "num_integration_steps", "trajectory_length",
+                 "energy_var_per_dim", "kinetic_temperature"):
+        if name in ex and np.any(np.isfinite(ex[name][:, kept])):
+            out[f"{name}_mean" if name in trace.warmup else name] = _finite_or_none(np.nanmean(ex[name][:, kept]))
+    for name, values in trace.warmup.items():  # adapted per chain: report the median and the list
+        values = np.asarray(values, dtype=np.float64)
+        out[name] = _finite_or_none(np.median(values))
+        out[f"{name}_per_chain"] = [_finite_or_none(v) for v in values]
+    return out
+
+
+def efficiency(est: dict[str, Any], loss: np.ndarray, num_burnin_draws: int, trace: Any) -> dict[str, Any]:
+    """ESS tail, and ESS (bulk) per full-gradient equivalent and per second, warm-up included."""
+    healthy = np.all(np.isfinite(loss), axis=1)
+    out: dict[str, Any] = {"ess_tail": None, "ess_per_fge": None, "ess_per_s": None}
+    if healthy.sum() == 0 or est.get("ess_bulk") is None:
+        return out
+    good = np.asarray(loss[healthy, num_burnin_draws:], dtype=np.float64)
+    out["ess_tail"] = _finite_or_none(ess_tail(good, chain_axis=0, sample_axis=1))
+    work = trace.n_fge + trace.n_fge_warmup
+    seconds = trace.sampling_time_s + trace.warmup_time_s
+    out["ess_per_fge"] = est["ess_bulk"] / work if work > 0 else None
+    out["ess_per_s"] = est["ess_bulk"] / seconds if seconds > 0 else None
     return out

@@ -34,8 +34,9 @@ def write_resolved_config(out_dir: Path, cfg: DictConfig) -> Path:
 
 
 def trace_frame(trace: Trace, nbeta: float, L0: float) -> pd.DataFrame:
-    """Long table: one row per (chain, draw) with the step, loss, λ̂ draw and burn-in flag."""
+    """Long table: one row per (chain, draw): step, loss, λ̂ draw, burn-in flag, sampler diagnostics."""
     chains, draws = trace.loss.shape
+    extras = {k: np.asarray(v, dtype=np.float64).reshape(-1) for k, v in trace.extras.items()}
     return pd.DataFrame(
         {
             "chain": np.repeat(np.arange(chains), draws),
@@ -44,6 +45,7 @@ def trace_frame(trace: Trace, nbeta: float, L0: float) -> pd.DataFrame:
             "burnin": np.tile(np.arange(draws) < trace.num_burnin_draws, chains),
             "loss": trace.loss.reshape(-1).astype(np.float64),
             "llc": (nbeta * (trace.loss.astype(np.float64) - L0)).reshape(-1),
+            **extras,
         }
     )
 
@@ -56,13 +58,36 @@ def write_trace(out_dir: Path, frame: pd.DataFrame) -> Path:
     return path
 
 
-def write_plots(out_dir: Path, frame: pd.DataFrame, llc_true: float | None, title: str) -> list[Path]:
-    """Loss trace per chain, and the running λ̂ per chain after burn-in (true λ marked if known)."""
+def _pyplot():
     import matplotlib  # heavy: imported only when plots are made
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def write_energy_plot(out_dir: Path, energy: np.ndarray, title: str) -> Path:
+    """Energy plot (as in Stan/ArviZ): marginal energy vs energy transitions, centred, all chains."""
+    plt = _pyplot()
+    energy = np.asarray(energy, dtype=np.float64)
+    marginal = (energy - energy.mean(axis=1, keepdims=True)).reshape(-1)
+    transition = np.diff(energy, axis=1).reshape(-1)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    bins = np.histogram_bin_edges(np.concatenate([marginal, transition]), bins=50)
+    ax.hist(marginal, bins=bins, alpha=0.5, density=True, label="marginal energy (centred)")
+    ax.hist(transition, bins=bins, alpha=0.5, density=True, label="energy transition ΔE")
+    ax.set(xlabel="energy", ylabel="density", title=f"{title}: energy (E-BFMI)")
+    ax.legend(fontsize="small")
+    path = out_dir / "energy.png"
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def write_plots(out_dir: Path, frame: pd.DataFrame, llc_true: float | None, title: str) -> list[Path]:
+    """Loss trace per chain, and the running λ̂ per chain after burn-in (true λ marked if known)."""
+    plt = _pyplot()
     paths = []
     fig, ax = plt.subplots(figsize=(8, 4))
     for chain, rows in frame.groupby("chain"):

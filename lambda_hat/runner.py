@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from lambda_hat import outputs, tracking
 from lambda_hat.config import validate
-from lambda_hat.estimate import estimate_llc
+from lambda_hat.estimate import efficiency, estimate_llc, sampler_diagnostics
 from lambda_hat.posterior import make_posterior
 from lambda_hat.samplers import build_kernel
 from lambda_hat.samplers.driver import run_chains
@@ -87,6 +87,8 @@ def run(cfg: DictConfig, out_dir: Path, launch_dir: Path) -> dict[str, Any]:
         est = estimate_llc(trace.loss, trace.num_burnin_draws, nbeta, L0, target.llc_true)
         metrics: dict[str, Any] = {
             **est,
+            **efficiency(est, trace.loss, trace.num_burnin_draws, trace),
+            **sampler_diagnostics(trace, s.thinning),
             "sampler": s.name,
             "model": cfg.model.name,
             "target_id": target.target_id,
@@ -104,6 +106,8 @@ def run(cfg: DictConfig, out_dir: Path, launch_dir: Path) -> dict[str, Any]:
             "n_fge_warmup": trace.n_fge_warmup,
             "wall_time_s": trace.sampling_time_s,
             "compile_time_s": trace.compile_time_s,
+            "warmup_time_s": trace.warmup_time_s,
+            "warmup_compile_time_s": trace.warmup_compile_time_s,
             "target_time_s": target_time,
             "target_cached": bool(target.meta.get("cached")),
             "chain_steps_per_s": s.num_chains * s.num_steps / trace.sampling_time_s,
@@ -115,6 +119,8 @@ def run(cfg: DictConfig, out_dir: Path, launch_dir: Path) -> dict[str, Any]:
         files.append(outputs.write_trace(out_dir, frame))
         if cfg.plots:
             files += outputs.write_plots(out_dir, frame, target.llc_true, run_name)
+            if "energy" in trace.extras:
+                files.append(outputs.write_energy_plot(out_dir, trace.extras["energy"][:, trace.num_burnin_draws :], run_name))
         metrics["total_time_s"] = time.perf_counter() - started
         files.append(outputs.write_metrics(out_dir, metrics))
         tags = {"sampler": s.name, "model": cfg.model.name, "target_id": target.target_id, "status": metrics["status"]}

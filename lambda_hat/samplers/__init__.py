@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from lambda_hat.samplers import sgmcmc
+from lambda_hat.samplers import hmc, mclmc, sgmcmc
 from lambda_hat.samplers.base import Kernel
 
-MINIBATCH_SAMPLERS = ("sgld", "rmsprop_sgld", "adam_sgld")
+MINIBATCH_SAMPLERS = sgmcmc.NAMES
+FULL_BATCH_SAMPLERS = (*hmc.NAMES, "mclmc")
 
 
 def build_kernel(cfg: Any, n: int) -> Kernel:
     """The kernel named by cfg.name, for a data set of size n."""
-    if cfg.name in MINIBATCH_SAMPLERS:
+    if cfg.name in sgmcmc.NAMES:
         return sgmcmc.build(cfg, n)
+    if cfg.name in hmc.NAMES:
+        return hmc.build(cfg, n)
+    if cfg.name == "mclmc":
+        return mclmc.build(cfg, n)
     raise ValueError(f"unknown sampler {cfg.name!r}")

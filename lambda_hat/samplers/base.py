@@ -1,4 +1,8 @@
-"""The sampler interface every algorithm implements (blackjax-style pure init/step functions)."""
+"""The sampler interface every algorithm implements (blackjax-style pure functions, one chain).
+
+The driver vmaps these over chains and scans ``step`` over steps. Everything a step reports is a
+scalar per chain, so traces scale with draws x chains, never with parameters.
+"""
 
 from __future__ import annotations
 
@@ -10,24 +14,30 @@ import jax
 from lambda_hat.posterior import Posterior
 
 State = Any
+Params = Any  # per-chain tuned parameters (step size, inverse mass matrix, L, ...); () if none
 
 
 class StepInfo(NamedTuple):
-    """What a step reports to the trace: L(w) at the step's position (a batch or full-data loss)."""
+    loss: jax.Array  # L(w) at the new position (a minibatch or full-data loss)
+    fge: jax.Array  # full-gradient equivalents this step cost (batch/n per minibatch gradient)
+    extras: dict[str, jax.Array]  # sampler diagnostics: acceptance_rate, is_divergent, energy, ...
 
-    loss: jax.Array
+
+class Warmup(NamedTuple):
+    state: State
+    params: Params
+    fge: jax.Array  # full-gradient equivalents spent adapting
+    extras: dict[str, jax.Array]  # adapted values to report: step_size, L, num_integration_steps
 
 
 class Kernel(NamedTuple):
-    """A sampler for one chain, pure and jit-friendly; the driver vmaps it over chains.
+    """init(key, w0, post) -> state; step(key, state, params, post, t) -> (state, StepInfo).
 
-    init(key, w0, posterior) -> state
-    step(key, state, posterior) -> (state, StepInfo)
-    position(state) -> flat parameter vector
-    fge_per_step: full-gradient equivalents one step costs (batch / n for a minibatch gradient)
+    ``warmup(key, state, post) -> Warmup`` adapts the kernel's parameters (None: no adaptation,
+    params = ()). ``t`` is the global step index, shared by all chains (not vmapped), so a step may
+    branch on it with ``lax.cond`` at no cost to the other steps.
     """
 
     init: Callable[[jax.Array, jax.Array, Posterior], State]
-    step: Callable[[jax.Array, State, Posterior], tuple[State, StepInfo]]
-    position: Callable[[State], jax.Array]
-    fge_per_step: float
+    step: Callable[[jax.Array, State, Params, Posterior, jax.Array], tuple[State, StepInfo]]
+    warmup: Callable[[jax.Array, State, Posterior], Warmup] | None = None

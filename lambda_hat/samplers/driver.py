@@ -1,8 +1,8 @@
 """Runs a kernel on many chains: chains vmapped, steps in a jit-compiled ``lax.scan``.
 
-The scan is cut into a few equal chunks (one compilation) only so that long runs can report
-progress; within a chunk there is no host round-trip. Traces hold one scalar per kept draw and
-chain, never parameters.
+Warm-up (adaptation), when the kernel has one, runs first per chain (vmapped). The sampling scan
+is cut into a few equal chunks (one compilation) only so that long runs can report progress;
+within a chunk there is no host round-trip.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import jax
 import jax.numpy as jnp
@@ -24,21 +24,31 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Trace:
-    """Per-draw loss of every chain, with the bookkeeping needed for the estimate and its cost."""
+    """Per-draw loss and diagnostics of every chain, and the run's cost."""
 
-    loss: np.ndarray  # (chains, draws): L(w) recorded at each kept draw
-    step: np.ndarray  # (draws,): number of steps taken when the draw was recorded
+    loss: np.ndarray  # (chains, draws): L(w) at each kept draw
+    step: np.ndarray  # (draws,): steps taken (after warm-up) when the draw was recorded
     num_burnin_draws: int  # the first draws, recorded during burn-in
-    compile_time_s: float
+    compile_time_s: float  # sampling scan
     sampling_time_s: float
-    n_fge: float  # full-gradient equivalents spent after burn-in (all chains)
-    n_fge_warmup: float  # ... spent during burn-in / warm-up (all chains)
+    n_fge: float  # full-gradient equivalents after burn-in, all chains
+    n_fge_warmup: float  # ... during warm-up/adaptation and burn-in, all chains
+    extras: dict[str, np.ndarray] = field(default_factory=dict)  # (chains, draws), mean per draw
+    warmup: dict[str, np.ndarray] = field(default_factory=dict)  # (chains,) adapted values
+    warmup_time_s: float = 0.0  # adaptation, compile included
+    warmup_compile_time_s: float = 0.0
 
 
 def chunk_length(num_draws: int, max_chunks: int) -> int:
     """Smallest divisor of num_draws that is >= num_draws / max_chunks (equal chunks, one compile)."""
     target = math.ceil(num_draws / max_chunks)
     return next(c for c in range(target, num_draws + 1) if num_draws % c == 0)
+
+
+def _timed_compile(fn, *args):
+    start = time.perf_counter()
+    compiled = fn.lower(*args).compile()
+    return compiled, time.perf_counter() - start
 
 
 def run_chains(
@@ -54,39 +64,82 @@ def run_chains(
     label: str = "sampler",
     max_chunks: int = 10,
 ) -> Trace:
-    """Run num_chains chains from w* for num_steps steps each, keeping every thinning-th loss."""
+    """Run num_chains chains from w*: warm-up if any, then num_steps steps keeping every thinning-th."""
     num_draws = num_steps // thinning
     draws_per_chunk = chunk_length(num_draws, max_chunks if progress else 1)
-    init_key, run_key = jax.random.split(key)
+    init_key, warm_key, run_key = jax.random.split(key, 3)
     chain_keys = jax.random.split(run_key, num_chains)
-    init_keys = jax.random.split(init_key, num_chains)
-    states = jax.vmap(kernel.init, in_axes=(0, None, None))(init_keys, posterior.w_star, posterior)
-    step_all = jax.vmap(kernel.step, in_axes=(0, 0, None))
+    states = jax.vmap(kernel.init, in_axes=(0, None, None))(
+        jax.random.split(init_key, num_chains), posterior.w_star, posterior
+    )
 
-    def run_chunk(states, t, posterior):
+    params, warm_extras, fge_warmup = (), {}, 0.0
+    warmup_time = warmup_compile = 0.0
+    if kernel.warmup is not None:
+        if progress:
+            log.info("[%s] warm-up/adaptation of %d chains ...", label, num_chains)
+        start = time.perf_counter()
+        warm_fn = jax.jit(jax.vmap(kernel.warmup, in_axes=(0, 0, None)))
+        warm_keys = jax.random.split(warm_key, num_chains)
+        compiled, warmup_compile = _timed_compile(warm_fn, warm_keys, states, posterior)
+        warm = compiled(warm_keys, states, posterior)
+        states, params = warm.state, warm.params
+        fge_warmup = float(jnp.sum(warm.fge))
+        warm_extras = {k: np.asarray(v) for k, v in warm.extras.items()}
+        warmup_time = time.perf_counter() - start
+        if progress:
+            summary = ", ".join(f"{k}={np.median(v):.4g}" for k, v in warm_extras.items())
+            log.info("[%s] warm-up done in %.1fs (median over chains: %s)", label, warmup_time, summary)
+
+    step_all = jax.vmap(kernel.step, in_axes=(0, 0, 0, None, None))
+    zeros = jnp.zeros(num_chains, posterior.dtype)
+
+    def run_chunk(states, t, posterior, params):
         def one_step(carry, _):
-            states, t = carry
+            states, t, fge, extras_sum = carry
             keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(chain_keys, t)
-            states, info = step_all(keys, states, posterior)
-            return (states, t + 1), info.loss
+            states, info = step_all(keys, states, params, posterior, t)
+            fge = fge + info.fge
+            # NaN-aware running sums: a diagnostic may be evaluated only on some steps (NaN otherwise)
+            extras_sum = jax.tree.map(
+                lambda acc, x: (acc[0] + jnp.nan_to_num(x.astype(acc[0].dtype)), acc[1] + ~jnp.isnan(x)),
+                extras_sum, info.extras, is_leaf=lambda a: isinstance(a, tuple),
+            )
+            return (states, t + 1, fge, extras_sum), info.loss
 
         def one_draw(carry, _):
-            carry, losses = jax.lax.scan(one_step, carry, None, length=thinning)
-            return carry, losses[-1]
+            states, t = carry
+            extras0 = jax.tree.map(lambda _: (zeros, jnp.zeros(num_chains, jnp.int32)), extras_shape)
+            # Work is summed per draw here and over draws on the host in float64 (a float32 running
+            # total of 1e6 minibatch fractions would drift).
+            (states, t, fge, extras_sum), losses = jax.lax.scan(
+                one_step, (states, t, zeros, extras0), None, length=thinning
+            )
+            extras_mean = jax.tree.map(
+                lambda acc: jnp.where(acc[1] > 0, acc[0] / jnp.maximum(acc[1], 1), jnp.nan),
+                extras_sum, is_leaf=lambda a: isinstance(a, tuple),
+            )
+            return (states, t), (losses[-1], fge, extras_mean)
 
-        (states, t), losses = jax.lax.scan(one_draw, (states, t), None, length=draws_per_chunk)
-        return states, t, losses
+        (states, t), (losses, fge, extras) = jax.lax.scan(one_draw, (states, t), None, length=draws_per_chunk)
+        return states, t, losses, fge, extras
 
+    # The diagnostics a step reports, to size the accumulators.
+    extras_shape = jax.eval_shape(
+        lambda s, p: step_all(chain_keys, s, p, posterior, jnp.zeros((), jnp.int32))[1].extras, states, params
+    )
     t = jnp.zeros((), jnp.int32)
-    start = time.perf_counter()
-    compiled = jax.jit(run_chunk, donate_argnums=(0,)).lower(states, t, posterior).compile()
-    compile_time = time.perf_counter() - start
+    compiled, compile_time = _timed_compile(jax.jit(run_chunk, donate_argnums=(0,)), states, t, posterior, params)
 
-    chunks: list[np.ndarray] = []
+    loss_chunks: list[np.ndarray] = []
+    fge_chunks: list[np.ndarray] = []
+    extra_chunks: list[dict[str, np.ndarray]] = []
     start = time.perf_counter()
     for i in range(num_draws // draws_per_chunk):
-        states, t, losses = compiled(states, t, posterior)
-        chunks.append(np.asarray(losses))  # blocks: the chunk is done
+        states, t, losses, fge, extras = compiled(states, t, posterior, params)
+        loss_chunks.append(np.asarray(losses))  # blocks: the chunk is done
+        fge_chunks.append(np.asarray(fge, dtype=np.float64))
+        extra_chunks.append({k: np.asarray(v) for k, v in extras.items()})
         if progress and num_draws > draws_per_chunk:
             done = (i + 1) * draws_per_chunk * thinning
             elapsed = time.perf_counter() - start
@@ -96,16 +149,20 @@ def run_chains(
             )
     sampling_time = time.perf_counter() - start
 
-    loss = np.concatenate(chunks, axis=0).T  # (chains, draws)
     step = thinning * np.arange(1, num_draws + 1)
     burnin_draws = int(np.sum(step <= num_burnin))
-    steps_run = num_draws * thinning
+    fge_per_draw = np.concatenate(fge_chunks, axis=0)  # (draws, chains)
+    fge_burn, fge_sample = float(fge_per_draw[:burnin_draws].sum()), float(fge_per_draw[burnin_draws:].sum())
     return Trace(
-        loss=loss,
+        loss=np.concatenate(loss_chunks, axis=0).T,
         step=step,
         num_burnin_draws=burnin_draws,
         compile_time_s=compile_time,
         sampling_time_s=sampling_time,
-        n_fge=kernel.fge_per_step * (steps_run - num_burnin) * num_chains,
-        n_fge_warmup=kernel.fge_per_step * num_burnin * num_chains,
+        n_fge=fge_sample,
+        n_fge_warmup=fge_warmup + fge_burn,
+        extras={k: np.concatenate([c[k] for c in extra_chunks], axis=0).T for k in extras_shape},
+        warmup=warm_extras,
+        warmup_time_s=warmup_time,
+        warmup_compile_time_s=warmup_compile,
     )

@@ -1,14 +1,20 @@
-"""SGLD and its diagonally preconditioned variants (RMSprop-SGLD, Adam-SGLD).
+"""Minibatch SG-MCMC: SGLD, RMSprop-SGLD, Adam-SGLD, SGHMC, SGNHT.
 
-Update, with U(w) = nβ L_batch(w) + γ/2 |w - w*|² and a diagonal preconditioner G:
+Langevin family, with U(w) = nβ L_batch(w) + γ/2 |w - w*|² and a diagonal preconditioner G:
 
     w <- w - (ε/2) G ⊙ ∇U(w) + sqrt(ε G) ⊙ ξ,   ξ ~ N(0, I)
 
 (devinterp's convention: ε is the step size). Plain SGLD (G = 1) uses blackjax's overdamped
-Langevin integrator. blackjax has no preconditioned SGLD, so RMSprop/Adam are written here,
-following Hitchcock & Hoogland 2025 (arXiv:2507.21449) App. D.3: the moment estimates use the
-loss gradient ∇L_batch only, not the localization term. As in pSGLD (Li et al. 2016) the small
-Γ correction term is dropped.
+Langevin integrator; SGHMC and SGNHT use blackjax's diffusions (step size h, friction alpha, in
+blackjax's parametrisation: w <- w + h p). blackjax has no preconditioned SGLD, so RMSprop/Adam are
+written here following Hitchcock & Hoogland 2025 (arXiv:2507.21449) App. D.3: the moment estimates
+use the loss gradient ∇L_batch only, not the localization term. As in pSGLD (Li et al. 2016) the
+small Γ correction term is dropped.
+
+Step-size health (Furman & Lau 2024, arXiv:2402.03698): every ``mala_every`` steps the Langevin
+samplers report ``mala_accept``, the Metropolis acceptance probability that a MALA proposal with
+the same step, drift and noise would have (evaluated on the step's minibatch). Low values mean
+the step is too large. It costs one extra minibatch gradient per evaluation, not counted as work.
 """
 
 from __future__ import annotations
@@ -17,59 +23,113 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from blackjax.sgmcmc.diffusions import overdamped_langevin
+from blackjax.sgmcmc.diffusions import overdamped_langevin, sghmc, sgnht
 
 from lambda_hat.posterior import Posterior
 from lambda_hat.samplers.base import Kernel, StepInfo
 
+LANGEVIN = ("sgld", "rmsprop_sgld", "adam_sgld")
+NAMES = (*LANGEVIN, "sghmc", "sgnht")
+
 
 class SGMCMCState(NamedTuple):
     position: jax.Array
-    m: jax.Array  # first moment of ∇L_batch (Adam only; shape () otherwise)
-    v: jax.Array  # second moment of ∇L_batch (RMSprop/Adam; shape () otherwise)
-    t: jax.Array  # steps taken (for Adam's bias correction)
+    m: jax.Array  # Adam: first moment of ∇L_batch; SGHMC/SGNHT: momentum; else shape ()
+    v: jax.Array  # RMSprop/Adam: second moment of ∇L_batch; SGNHT: thermostat ξ; else shape ()
+    t: jax.Array  # steps taken (Adam's bias correction)
 
 
-def _minibatch_loss_and_grad(key: jax.Array, w: jax.Array, post: Posterior, batch_size: int):
-    # Sampling with replacement: O(batch) per step on device, unlike a permutation of n.
-    idx = jax.random.randint(key, (batch_size,), 0, post.n)
-    return jax.value_and_grad(post.batch_loss)(w, idx)
+def _batch_idx(key: jax.Array, post: Posterior, batch_size: int) -> jax.Array:
+    # With replacement: O(batch) per step on device, unlike a permutation of n.
+    return jax.random.randint(key, (batch_size,), 0, post.n)
+
+
+def _potential(post: Posterior, w: jax.Array, idx: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(U_batch(w), L_batch(w)) with U = nβ L_batch + γ/2 |w - w*|²."""
+    loss = post.batch_loss(w, idx)
+    return post.nbeta * loss + post.localization(w), loss
+
+
+def mala_acceptance(
+    post: Posterior, idx: jax.Array, w: jax.Array, w_new: jax.Array, grad_u: jax.Array, u: jax.Array,
+    eps: float, precond: jax.Array,
+) -> jax.Array:
+    """MALA acceptance probability of the move w -> w_new under N(w - ε/2 G∇U(w), εG)."""
+    (u_new, _), grad_u_new = jax.value_and_grad(_potential, argnums=1, has_aux=True)(post, w_new, idx)
+
+    def log_q(to, frm, grad):  # log density of proposing `to` from `frm`, up to a constant
+        return -jnp.sum((to - frm + 0.5 * eps * precond * grad) ** 2 / precond) / (2 * eps)
+
+    log_ratio = u - u_new + log_q(w, w_new, grad_u_new) - log_q(w_new, w, grad_u)
+    return jnp.exp(jnp.minimum(0.0, jnp.nan_to_num(log_ratio, nan=-jnp.inf)))
 
 
 def build(cfg: Any, n: int) -> Kernel:
-    """Kernel for cfg.name in {sgld, rmsprop_sgld, adam_sgld}; n is the data size (for FGE)."""
+    """Kernel for cfg.name in NAMES; n is the data size (a minibatch gradient is batch/n FGE)."""
     name, eps, batch = cfg.name, float(cfg.step_size), int(cfg.batch_size)
+    fge = batch / n
+    mala_every = int(getattr(cfg, "mala_every", 0))
     langevin = overdamped_langevin()
-    moments = name in ("rmsprop_sgld", "adam_sgld")
 
     def init(key: jax.Array, w0: jax.Array, post: Posterior) -> SGMCMCState:
-        del key, post
-        zeros = jnp.zeros_like(w0) if moments else jnp.zeros((), w0.dtype)
-        return SGMCMCState(w0, zeros, zeros, jnp.zeros((), jnp.int32))
+        del post
+        scalar = jnp.zeros((), w0.dtype)
+        if name in ("rmsprop_sgld", "adam_sgld"):
+            return SGMCMCState(w0, jnp.zeros_like(w0), jnp.zeros_like(w0), jnp.zeros((), jnp.int32))
+        if name in ("sghmc", "sgnht"):
+            momentum = jax.random.normal(key, w0.shape, w0.dtype)
+            return SGMCMCState(w0, momentum, scalar + cfg.alpha, jnp.zeros((), jnp.int32))
+        return SGMCMCState(w0, scalar, scalar, jnp.zeros((), jnp.int32))
 
-    def step(key: jax.Array, state: SGMCMCState, post: Posterior) -> tuple[SGMCMCState, StepInfo]:
+    def langevin_step(key, state, post, t):
         k_batch, k_noise = jax.random.split(key)
         w = state.position
-        loss, g = _minibatch_loss_and_grad(k_batch, w, post, batch)
-        pull = post.gamma * (w - post.w_star)
-        t = state.t + 1
+        idx = _batch_idx(k_batch, post, batch)
+        (u, loss), grad_u = jax.value_and_grad(_potential, argnums=1, has_aux=True)(post, w, idx)
+        g = (grad_u - post.gamma * (w - post.w_star)) / post.nbeta  # ∇L_batch, for the moments
+        m, v, tt = state.m, state.v, state.t + 1
         if name == "sgld":
+            precond = jnp.ones((), w.dtype)
             # blackjax: w + s ∇log p + sqrt(2 s) ξ with s = ε/2 is exactly the update above.
-            new_w = langevin(k_noise, w, -(post.nbeta * g + pull), eps / 2)
-            return SGMCMCState(new_w, state.m, state.v, t), StepInfo(loss)
-        if name == "rmsprop_sgld":
-            m = state.m
-            v = cfg.alpha * state.v + (1 - cfg.alpha) * g**2
-            drift_g, v_hat = g, v
-        else:  # adam_sgld
-            m = cfg.beta1 * state.m + (1 - cfg.beta1) * g
-            v = cfg.beta2 * state.v + (1 - cfg.beta2) * g**2
-            tf = t.astype(w.dtype)
-            drift_g = m / (1 - cfg.beta1**tf)
-            v_hat = v / (1 - cfg.beta2**tf)
-        precond = 1.0 / (jnp.sqrt(v_hat) + cfg.eps)
-        noise = jax.random.normal(k_noise, w.shape, w.dtype)
-        new_w = w - 0.5 * eps * precond * (post.nbeta * drift_g + pull) + jnp.sqrt(eps * precond) * noise
-        return SGMCMCState(new_w, m, v, t), StepInfo(loss)
+            new_w = langevin(k_noise, w, -grad_u, eps / 2)
+        else:
+            if name == "rmsprop_sgld":
+                v = cfg.alpha * v + (1 - cfg.alpha) * g**2
+                drift, v_hat = grad_u, v
+            else:  # adam_sgld: the drift uses the bias-corrected first moment of ∇L_batch
+                m = cfg.beta1 * m + (1 - cfg.beta1) * g
+                v = cfg.beta2 * v + (1 - cfg.beta2) * g**2
+                tf = tt.astype(w.dtype)
+                drift = post.nbeta * m / (1 - cfg.beta1**tf) + post.gamma * (w - post.w_star)
+                v_hat = v / (1 - cfg.beta2**tf)
+            precond = 1.0 / (jnp.sqrt(v_hat) + cfg.eps)
+            noise = jax.random.normal(k_noise, w.shape, w.dtype)
+            new_w = w - 0.5 * eps * precond * drift + jnp.sqrt(eps * precond) * noise
+        extras = {}
+        if mala_every > 0:
+            extras["mala_accept"] = jax.lax.cond(
+                t % mala_every == 0,
+                lambda: mala_acceptance(post, idx, w, new_w, grad_u, u, eps, precond).astype(w.dtype),
+                lambda: jnp.full((), jnp.nan, w.dtype),
+            )
+        return SGMCMCState(new_w, m, v, tt), StepInfo(loss, jnp.asarray(fge, w.dtype), extras)
 
-    return Kernel(init=init, step=step, position=lambda s: s.position, fge_per_step=batch / n)
+    def momentum_step(key, state, post, t):
+        del t
+        k_batch, k_noise = jax.random.split(key)
+        w = state.position
+        idx = _batch_idx(k_batch, post, batch)
+        (_, loss), grad_u = jax.value_and_grad(_potential, argnums=1, has_aux=True)(post, w, idx)
+        if name == "sghmc":
+            new_w, p = sghmc(cfg.alpha, 0.0)(k_noise, w, state.m, -grad_u, eps)
+            xi = state.v
+        else:
+            new_w, p, xi = sgnht(cfg.alpha, 0.0)(k_noise, w, state.m, state.v, -grad_u, eps)
+        extras = {"kinetic_temperature": jnp.mean(p**2)}  # ≈ 1 when the momentum is thermalised
+        return SGMCMCState(new_w, p, xi, state.t + 1), StepInfo(loss, jnp.asarray(fge, w.dtype), extras)
+
+    def step(key, state, params, post, t):
+        del params
+        return (langevin_step if name in LANGEVIN else momentum_step)(key, state, post, t)
+
+    return Kernel(init=init, step=step)
