@@ -140,7 +140,7 @@ def run_net(
 def net_line(r: NetResult) -> str:
     rank = f"{r.rank}" + ("(full)" if r.true_rank is None else "")
     return (
-        f"[{r.size_class:>3} {r.index:2d}] widths={r.widths} r={rank} d={r.d} "
+        f"[{r.size_class:>3} {r.index:2d}] seed={r.seed} widths={r.widths} r={rank} d={r.d} "
         f"λ={r.llc_true:.2f} λ̂={r.llc_hat:.2f} err={100 * r.rel_error:+.1f}% "
         f"{r.status} {r.time_s:.1f}s"
     )
