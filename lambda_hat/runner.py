@@ -93,7 +93,7 @@ def run(cfg: DictConfig, out_dir: Path, launch_dir: Path) -> dict[str, Any]:
             "model": cfg.model.name,
             "target_id": target.target_id,
             "seed": int(cfg.seed),
-            "dtype": s.dtype,
+            "dtype": str(posterior.dtype),  # the precision actually used
             "n": posterior.n,
             "d": posterior.d,
             "nbeta": nbeta,
