@@ -199,6 +199,25 @@ class MCLMCConfig(SamplerConfig):
     l_factor: float = 0.4
 
 
+@dataclass
+class AdjustedMCLMCConfig(SamplerConfig):
+    """Metropolis-adjusted MCLMC; tuned by adjusted_mclmc_find_L_and_step_size per chain."""
+
+    name: str = "adjusted_mclmc"
+    num_steps: int = 1000
+    dtype: str = "float64"
+    integrator: str = "isokinetic_mclachlan"
+    target_accept: float = 0.9
+    frac_tune1: float = 0.1  # step size (dual averaging)
+    frac_tune2: float = 0.1  # L (and preconditioner) from the sample variance
+    frac_tune3: float = 0.0  # L from the effective sample size
+    diagonal_preconditioning: bool = True
+    num_windows: int = 1
+    tuning_factor: float = 1.3
+    target_num_integration_steps: float = 2.0  # mean integrator steps per MH proposal (> 1.1)
+    random_trajectory_length: bool = True
+
+
 MCLMC_INTEGRATORS = (
     "isokinetic_velocity_verlet",
     "isokinetic_mclachlan",
@@ -252,6 +271,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "hmc": HMCConfig,
         "nuts": NUTSConfig,
         "mclmc": MCLMCConfig,
+        "adjusted_mclmc": AdjustedMCLMCConfig,
     },
 }
 
@@ -385,6 +405,21 @@ def validate(cfg: DictConfig) -> None:
         _require(
             1 <= sampler.max_tree_depth <= 20, "sampler.max_tree_depth", sampler.max_tree_depth, "must be in [1, 20]"
         )
+    if sampler.name == "adjusted_mclmc":
+        _one_of(cfg, "sampler.integrator", MCLMC_INTEGRATORS)
+        v = sampler.target_accept
+        _require(0 < v < 1, "sampler.target_accept", v, "must be in (0, 1)")
+        _positive(cfg, "sampler.num_windows", integer=True)
+        _positive(cfg, "sampler.tuning_factor")
+        _require(
+            sampler.target_num_integration_steps > 1.1,
+            "sampler.target_num_integration_steps",
+            sampler.target_num_integration_steps,
+            "must be > 1.1 (blackjax's floor for avg-preserving tuning)",
+        )
+        for key in ("frac_tune1", "frac_tune2", "frac_tune3"):
+            v = sampler[key]
+            _require(0 <= v <= 1, f"sampler.{key}", v, "must be in [0, 1]")
     if sampler.name == "mclmc":
         _one_of(cfg, "sampler.integrator", MCLMC_INTEGRATORS)
         for key in ("frac_tune1", "frac_tune2", "frac_tune3"):

@@ -64,21 +64,35 @@ def test_mclmc_near_true_llc(make_cfg, tmp_path: Path) -> None:
     assert m["n_fge_warmup"] == 4 * 2 * (150 + 150 + 50 + 150)
 
 
-MCLMC_KNOBS = {
-    "frac_tune1": 0.2,
-    "frac_tune2": 0.2,
-    "frac_tune3": 0.0,
-    "desired_energy_var": 1e-3,
-    "trust_in_estimate": 3.0,
-    "num_effective_samples": 50,
-    "diagonal_preconditioning": False,
-    "l_factor": 0.8,
-    "integrator": "isokinetic_velocity_verlet",
+KNOBS = {
+    "mclmc": {
+        "frac_tune1": 0.2,
+        "frac_tune2": 0.2,
+        "frac_tune3": 0.0,
+        "desired_energy_var": 1e-3,
+        "trust_in_estimate": 3.0,
+        "num_effective_samples": 50,
+        "diagonal_preconditioning": False,
+        "l_factor": 0.8,
+        "integrator": "isokinetic_velocity_verlet",
+    },
+    "adjusted_mclmc": {
+        "target_accept": 0.6,
+        "frac_tune1": 0.2,
+        "frac_tune2": 0.2,
+        "frac_tune3": 0.1,
+        "diagonal_preconditioning": False,
+        "num_windows": 2,
+        "tuning_factor": 2.0,
+        "target_num_integration_steps": 4.0,
+        "random_trajectory_length": False,
+        "integrator": "isokinetic_velocity_verlet",
+    },
 }
 
 
-def _mclmc_tuning(make_cfg, cache: Path, **knob) -> tuple[float, float, float]:
-    overrides = [*SMALL, "sampler=mclmc", "sampler.num_steps=400"] + [f"sampler.{k}={v}" for k, v in knob.items()]
+def _tuning(make_cfg, cache: Path, sampler: str, **knob) -> tuple[float, float, float]:
+    overrides = [*SMALL, f"sampler={sampler}", "sampler.num_steps=200"] + [f"sampler.{k}={v}" for k, v in knob.items()]
     cfg = make_cfg(*overrides)
     target = build_target(cfg, cache)
     with jax.enable_x64(True):
@@ -90,19 +104,28 @@ def _mclmc_tuning(make_cfg, cache: Path, **knob) -> tuple[float, float, float]:
         return float(warm.params["L"]), float(warm.params["step_size"]), float(warm.fge)
 
 
-def test_every_mclmc_knob_changes_the_tuning(make_cfg, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sampler", ["mclmc", "adjusted_mclmc"])
+def test_every_mclmc_knob_changes_the_tuning(make_cfg, tmp_path: Path, sampler: str) -> None:
     # Upstream tools exposed MCLMC knobs that were silently ignored; each of ours must matter.
-    from lambda_hat.config import MCLMCConfig
     import dataclasses
 
-    schema_knobs = {f.name for f in dataclasses.fields(MCLMCConfig)} - {
-        "name", "num_chains", "num_steps", "num_burnin", "thinning", "dtype"
-    }
-    assert schema_knobs == set(MCLMC_KNOBS), "new MCLMC knob without a test"
-    base = _mclmc_tuning(make_cfg, tmp_path)
-    for knob, value in MCLMC_KNOBS.items():
-        changed = _mclmc_tuning(make_cfg, tmp_path, **{knob: value})
+    from lambda_hat.config import SCHEMAS
+
+    common = {"name", "num_chains", "num_steps", "num_burnin", "thinning", "dtype"}
+    schema_knobs = {f.name for f in dataclasses.fields(SCHEMAS["sampler"][sampler])} - common
+    assert schema_knobs == set(KNOBS[sampler]), "new knob without a test"
+    base = _tuning(make_cfg, tmp_path, sampler)
+    for knob, value in KNOBS[sampler].items():
+        changed = _tuning(make_cfg, tmp_path, sampler, **{knob: value})
         assert changed != base, f"sampler.{knob}={value} did not change the tuning"
+
+
+def test_adjusted_mclmc_near_true_llc(make_cfg, tmp_path: Path) -> None:
+    m = run(make_cfg(*SMALL, "sampler=adjusted_mclmc", "sampler.num_steps=300"), tmp_path, tmp_path)
+    assert m["status"] == "ok" and abs(m["llc_rel_error"]) < 0.2, m
+    assert 0.5 < m["acceptance_rate"] <= 1.0 and m["num_divergent"] >= 0
+    assert m["L"] == pytest.approx(2.0 * m["step_size"], rel=1e-6)  # target_num_integration_steps
+    assert m["n_fge"] == pytest.approx(4 * 300 * 2 * m["num_integration_steps"], rel=1e-6)
 
 
 @pytest.mark.parametrize("sampler", ["sghmc", "sgnht"])

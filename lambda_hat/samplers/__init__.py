@@ -8,7 +8,7 @@ from lambda_hat.samplers import hmc, mclmc, sgmcmc
 from lambda_hat.samplers.base import Kernel
 
 MINIBATCH_SAMPLERS = sgmcmc.NAMES
-FULL_BATCH_SAMPLERS = (*hmc.NAMES, "mclmc")
+FULL_BATCH_SAMPLERS = (*hmc.NAMES, "mclmc", "adjusted_mclmc")
 
 
 def build_kernel(cfg: Any, n: int) -> Kernel:
@@ -19,4 +19,6 @@ def build_kernel(cfg: Any, n: int) -> Kernel:
         return hmc.build(cfg, n)
     if cfg.name == "mclmc":
         return mclmc.build(cfg, n)
+    if cfg.name == "adjusted_mclmc":
+        return mclmc.build_adjusted(cfg, n)
     raise ValueError(f"unknown sampler {cfg.name!r}")

@@ -77,3 +77,68 @@ def build(cfg: Any, n: int) -> Kernel:
         return state, StepInfo(loss, jnp.asarray(grads_per_step, dtype), extras)
 
     return Kernel(init=init, step=step, warmup=warmup)
+
+
+def build_adjusted(cfg: Any, n: int) -> Kernel:
+    """Metropolis-adjusted MCLMC (blackjax ``adjusted_mclmc_dynamic``), tuned per chain by
+    ``adjusted_mclmc_find_L_and_step_size`` (dual averaging of the step to ``target_accept``)."""
+    del n
+    integrator, grads_per_step = INTEGRATORS[cfg.integrator]
+    dynamic = blackjax.mcmc.adjusted_mclmc_dynamic
+    raw_kernel = dynamic.build_kernel(
+        integrator=integrator,
+        integration_steps_fn=dynamic.make_random_trajectory_length_fn(bool(cfg.random_trajectory_length)),
+    )
+
+    def init(key: jax.Array, w0: jax.Array, post: Posterior):
+        return dynamic.init(w0, post.logdensity, key)
+
+    def warmup(key: jax.Array, state, post: Posterior) -> Warmup:
+        state, params, num_tuning_steps = blackjax.adjusted_mclmc_find_L_and_step_size(
+            mclmc_kernel=raw_kernel,
+            logdensity_fn=post.logdensity,
+            num_steps=int(cfg.num_steps),
+            state=state,
+            rng_key=key,
+            target=float(cfg.target_accept),
+            frac_tune1=float(cfg.frac_tune1),
+            frac_tune2=float(cfg.frac_tune2),
+            frac_tune3=float(cfg.frac_tune3),
+            diagonal_preconditioning=bool(cfg.diagonal_preconditioning),
+            num_windows=int(cfg.num_windows),
+            tuning_factor=float(cfg.tuning_factor),
+            target_num_integration_steps=float(cfg.target_num_integration_steps),
+        )
+        dtype = state.position.dtype
+        tuned = {"L": params.L, "step_size": params.step_size, "inverse_mass_matrix": params.inverse_mass_matrix}
+        extras = {
+            "L": params.L,
+            "step_size": params.step_size,
+            "mean_inverse_mass": jnp.mean(params.inverse_mass_matrix),
+            "num_tuning_steps": jnp.asarray(num_tuning_steps, dtype),
+        }
+        # num_tuning_steps counts integrator steps, each costing grads_per_step gradients
+        return Warmup(state, tuned, jnp.asarray(num_tuning_steps * grads_per_step, dtype), extras)
+
+    def step(key, state, params, post: Posterior, t):
+        del t
+        state, info = raw_kernel(
+            rng_key=key,
+            state=state,
+            logdensity_fn=post.logdensity,
+            step_size=params["step_size"],
+            inverse_mass_matrix=params["inverse_mass_matrix"],
+            integration_steps_params=(params["L"] / params["step_size"],),
+        )
+        dtype = state.position.dtype
+        loss = -(state.logdensity + post.localization(state.position)) / post.nbeta
+        extras = {
+            "acceptance_rate": info.acceptance_rate,
+            "is_divergent": info.is_divergent,
+            "num_integration_steps": info.num_integration_steps,
+        }
+        extras = {k: jnp.asarray(v).astype(dtype) for k, v in extras.items()}
+        fge = jnp.asarray(info.num_integration_steps * grads_per_step).astype(dtype)
+        return state, StepInfo(loss, fge, extras)
+
+    return Kernel(init=init, step=step, warmup=warmup)
