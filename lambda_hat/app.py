@@ -10,6 +10,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import hydra
@@ -17,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from lambda_hat.config import ConfigError, register_configs, validate
@@ -28,6 +29,12 @@ _PKG_CONF = Path(__file__).resolve().parent / "conf"  # inside an installed whee
 CONF_DIR = _PKG_CONF if _PKG_CONF.is_dir() else Path(__file__).resolve().parent.parent / "conf"
 
 register_configs()
+
+
+def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
+    """The config the CLI would compose for these overrides (for scripts, tests and notebooks)."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
 
 
 def describe_error(exc: BaseException) -> str:
@@ -79,9 +86,7 @@ def check_overrides(argv: list[str]) -> str | None:
         else:
             single.append(ov.input_line)
     try:
-        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            cfg = compose("config", overrides=single)
-        validate(cfg)
+        validate(compose_config(single))
     except (HydraException, OmegaConfBaseException, ConfigError) as e:
         return describe_error(e)
     return None
@@ -110,7 +115,5 @@ def main() -> None:
     if error is not None:
         print(f"lambda_hat: error: {error}", file=sys.stderr)
         sys.exit(2)
-    if OmegaConf.has_resolver("now") is False:
-        pass  # Hydra registers its resolvers itself
     signal.signal(signal.SIGTERM, _terminate)
     hydra_app()

@@ -44,9 +44,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from hydra import compose, initialize_config_dir
 
-from lambda_hat.app import CONF_DIR  # importing lambda_hat.app registers the config schemas
+from lambda_hat.app import compose_config
 from lambda_hat.runner import RunFailed, run
 from lambda_hat.targets.dln import aoyagi_lambda, num_params
 
@@ -119,8 +118,7 @@ def run_net(
     ]
     t0 = time.perf_counter()
     try:
-        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            cfg = compose("config", overrides=overrides)
+        cfg = compose_config(overrides)
         try:
             m: dict[str, Any] = run(cfg, out_dir=work / "out", launch_dir=Path.cwd())
         except RunFailed:

@@ -62,9 +62,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from hydra import compose, initialize_config_dir
 
-from lambda_hat.app import CONF_DIR  # importing lambda_hat.app registers the config schemas
+from lambda_hat.app import CONF_DIR, compose_config
 from lambda_hat.runner import RunFailed, run, summary_line
 from lambda_hat.targets.dln import num_params
 
@@ -196,8 +195,7 @@ def short_overrides(overrides: list[str], preset: dict[str, Any]) -> str:
 
 
 def load_preset(name: str) -> dict[str, Any]:
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[f"sampler={name}"])
+    cfg = compose_config([f"sampler={name}"])
     return dict(cfg.sampler)
 
 
@@ -248,8 +246,7 @@ def run_one(
     t0 = time.perf_counter()
     row = Row(name, overrides, None, label=label, variant=label != name)
     try:
-        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            cfg = compose("config", overrides=full)
+        cfg = compose_config(full)
         try:
             row.m = run(cfg, out_dir=work / "out", launch_dir=Path.cwd())
         except RunFailed:

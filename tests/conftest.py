@@ -7,10 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from lambda_hat.app import CONF_DIR
+from lambda_hat.app import compose_config
 
 # Small, fast target and sampler settings shared by the end-to-end tests.
 TINY = [
@@ -38,7 +37,6 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
 
     def _make(*overrides: str, mlflow: bool = False) -> DictConfig:
         extra = [f"mlflow.enabled={str(mlflow).lower()}", f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db"]
-        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            return compose("config", overrides=[*extra, *overrides])
+        return compose_config([*extra, *overrides])
 
     return _make
