@@ -87,7 +87,7 @@ def run(cfg: DictConfig, out_dir: Path, launch_dir: Path) -> dict[str, Any]:
         est = estimate_llc(trace.loss, trace.num_burnin_draws, nbeta, L0, target.llc_true)
         metrics: dict[str, Any] = {
             **est,
-            **efficiency(est, trace.loss, trace.num_burnin_draws, trace),
+            **efficiency(est, trace),
             **sampler_diagnostics(trace, s.thinning),
             "sampler": s.name,
             "model": cfg.model.name,
