@@ -27,6 +27,19 @@ INTEGRATORS = {
 }
 
 
+def _warmup_result(state: Any, params: Any, num_tuning_steps: Any, grads_per_step: int) -> Warmup:
+    """Package blackjax's MCLMCAdaptationState; tuning cost = integrator steps x gradients each."""
+    dtype = state.position.dtype
+    tuned = {"L": params.L, "step_size": params.step_size, "inverse_mass_matrix": params.inverse_mass_matrix}
+    extras = {
+        "L": params.L,
+        "step_size": params.step_size,
+        "mean_inverse_mass": jnp.mean(params.inverse_mass_matrix),
+        "num_tuning_steps": jnp.asarray(num_tuning_steps, dtype),
+    }
+    return Warmup(state, tuned, jnp.asarray(num_tuning_steps * grads_per_step, dtype), extras)
+
+
 def build(cfg: Any, n: int) -> Kernel:
     del n
     integrator, grads_per_step = INTEGRATORS[cfg.integrator]
@@ -53,15 +66,7 @@ def build(cfg: Any, n: int) -> Kernel:
             diagonal_preconditioning=bool(cfg.diagonal_preconditioning),
             l_factor=float(cfg.l_factor),
         )
-        dtype = state.position.dtype
-        tuned = {"L": params.L, "step_size": params.step_size, "inverse_mass_matrix": params.inverse_mass_matrix}
-        extras = {
-            "L": params.L,
-            "step_size": params.step_size,
-            "mean_inverse_mass": jnp.mean(params.inverse_mass_matrix),
-            "num_tuning_steps": jnp.asarray(num_tuning_steps, dtype),
-        }
-        return Warmup(state, tuned, jnp.asarray(num_tuning_steps * grads_per_step, dtype), extras)
+        return _warmup_result(state, params, num_tuning_steps, grads_per_step)
 
     def step(key, state, params, post: Posterior, t):
         del t
@@ -109,16 +114,7 @@ def build_adjusted(cfg: Any, n: int) -> Kernel:
             tuning_factor=float(cfg.tuning_factor),
             target_num_integration_steps=float(cfg.target_num_integration_steps),
         )
-        dtype = state.position.dtype
-        tuned = {"L": params.L, "step_size": params.step_size, "inverse_mass_matrix": params.inverse_mass_matrix}
-        extras = {
-            "L": params.L,
-            "step_size": params.step_size,
-            "mean_inverse_mass": jnp.mean(params.inverse_mass_matrix),
-            "num_tuning_steps": jnp.asarray(num_tuning_steps, dtype),
-        }
-        # num_tuning_steps counts integrator steps, each costing grads_per_step gradients
-        return Warmup(state, tuned, jnp.asarray(num_tuning_steps * grads_per_step, dtype), extras)
+        return _warmup_result(state, params, num_tuning_steps, grads_per_step)
 
     def step(key, state, params, post: Posterior, t):
         del t
