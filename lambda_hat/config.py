@@ -225,6 +225,7 @@ MCLMC_INTEGRATORS = (
     "isokinetic_omelyan",
 )
 DTYPES = ("float32", "float64")
+PRNG_IMPLS = ("rbg", "unsafe_rbg", "threefry2x32")
 
 # ---------------------------------------------------------------- top level
 
@@ -255,6 +256,9 @@ class Config:
     compilation_cache_dir: Optional[str] = None
     progress: bool = True
     plots: bool = True
+    # JAX PRNG: "rbg" is ~15-20% faster per SGLD step on CPU than "threefry2x32", which in turn
+    # gives bit-identical random streams across backends (CPU/GPU) and JAX versions.
+    prng_impl: str = "rbg"
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
@@ -343,6 +347,7 @@ def validate(cfg: DictConfig) -> None:
                 tw,
                 f"must start with {widths[0]} and end with {widths[-1]} (the student's input/output)",
             )
+    _one_of(cfg, "prng_impl", PRNG_IMPLS)
     _positive(cfg, "data.n", integer=True)
     _one_of(cfg, "data.input_dist", INPUT_DISTS)
     _positive(cfg, "data.input_scale")

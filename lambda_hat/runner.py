@@ -75,7 +75,7 @@ def run(cfg: DictConfig, out_dir: Path, launch_dir: Path) -> dict[str, Any]:
             trace = run_chains(
                 kernel,
                 posterior,
-                jax.random.key(cfg.seed),
+                jax.random.key(cfg.seed, impl=cfg.prng_impl),
                 num_chains=s.num_chains,
                 num_steps=s.num_steps,
                 num_burnin=s.num_burnin,
