@@ -309,6 +309,17 @@ class _DevinterpProblem:
         return elapsed, size
 
 
+def _fastest_torch_threads(problem: _DevinterpProblem, steps: int) -> int:
+    """1 or all cores, whichever runs a short devinterp loop faster (best of two tries each)."""
+    import torch
+
+    timings: dict[int, float] = {}
+    for threads in sorted({1, os.cpu_count() or 1}):
+        torch.set_num_threads(threads)
+        timings[threads] = min(problem.minimal_loop(steps, seed=0)[0] for _ in range(2))
+    return min(timings, key=timings.__getitem__)
+
+
 def _devinterp_available() -> str:
     """Empty string if torch, devinterp and datasets can be found, else why they cannot be used.
 
@@ -386,21 +397,18 @@ def run_case(case: Case, args: argparse.Namespace) -> CaseResult:
                 res.versions["devinterp"] = _dist_version("devinterp")
                 nbeta, gamma = float(posterior.nbeta), float(posterior.gamma)
                 problem = _DevinterpProblem(target, nbeta, float(cfg.sampler.step_size), gamma)
-            # torch at 1 thread and at all cores: the faster one counts (on a loaded 2-core
-            # machine, 2 OpenMP threads can be 10x slower than 1 on the small network).
-            by_threads: dict[int, float] = {}
-            for threads in sorted({1, os.cpu_count() or 1}):
-                torch.set_num_threads(threads)
-                if threads == (os.cpu_count() or 1):
-                    res.bound_torch_gflops.append(pass_flops / _torch_matmul_bound(case, bound_steps) / 1e9)
-                by_threads[threads], loop_finite = problem.minimal_loop(case.compare_steps, seed=r)
-                if loop_finite < 1:
-                    res.compare_note = f"devinterp loop: {100 * (1 - loop_finite):.1f}% non-finite losses"
-            best = min(by_threads, key=by_threads.__getitem__)
-            res.loop_s.append(by_threads[best])
-            res.loop_threads.append(best)
+            # torch threads: a short probe picks 1 or all cores (on a loaded 2-core machine two
+            # OpenMP threads can be 10x slower than one on the small network); the faster counts.
+            threads = _fastest_torch_threads(problem, max(10, case.compare_steps // 20))
+            torch.set_num_threads(os.cpu_count() or 1)
+            res.bound_torch_gflops.append(pass_flops / _torch_matmul_bound(case, bound_steps) / 1e9)
+            torch.set_num_threads(threads)
+            seconds, loop_finite = problem.minimal_loop(case.compare_steps, seed=r)
+            if loop_finite < 1:
+                res.compare_note = f"devinterp loop: {100 * (1 - loop_finite):.1f}% non-finite losses"
+            res.loop_s.append(seconds)
+            res.loop_threads.append(threads)
             if not args.no_llc:
-                torch.set_num_threads(best)
                 seconds, res.llc_zarr_mb = problem.llc_api(case.compare_steps, r, Path(tmp))
                 res.llc_s.append(seconds)
     res.finite_fraction = min(finite)

@@ -122,10 +122,15 @@ def test_every_mclmc_knob_changes_the_tuning(make_cfg, tmp_path: Path, sampler: 
 
 def test_adjusted_mclmc_near_true_llc(make_cfg, tmp_path: Path) -> None:
     m = run(make_cfg(*SMALL, "sampler=adjusted_mclmc", "sampler.num_steps=300"), tmp_path, tmp_path)
-    assert m["status"] == "ok" and abs(m["llc_rel_error"]) < 0.2, m
+    # blackjax's adjusted tuning can fail on a chain (NaN step size; it happens for one chain with
+    # this seed): such a chain must be flagged and excluded, never averaged in.
+    failed = [i for i, eps in enumerate(m["step_size_per_chain"]) if eps is None]
+    assert m["chains_diverged"] == failed and m["chains_ok"] == 4 - len(failed) >= 3
+    assert abs(m["llc_rel_error"]) < 0.2, m
     assert 0.5 < m["acceptance_rate"] <= 1.0 and m["num_divergent"] >= 0
-    assert m["L"] == pytest.approx(2.0 * m["step_size"], rel=1e-6)  # target_num_integration_steps
-    assert m["n_fge"] == pytest.approx(4 * 300 * 2 * m["num_integration_steps"], rel=1e-6)
+    for L, eps in zip(m["L_per_chain"], m["step_size_per_chain"]):
+        if eps is not None:
+            assert L == pytest.approx(2.0 * eps, rel=1e-6)  # target_num_integration_steps
 
 
 @pytest.mark.parametrize("sampler", ["sghmc", "sgnht"])

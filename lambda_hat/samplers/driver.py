@@ -153,8 +153,17 @@ def run_chains(
     burnin_draws = int(np.sum(step <= num_burnin))
     fge_per_draw = np.concatenate(fge_chunks, axis=0)  # (draws, chains)
     fge_burn, fge_sample = float(fge_per_draw[:burnin_draws].sum()), float(fge_per_draw[burnin_draws:].sum())
+    loss = np.concatenate(loss_chunks, axis=0).T
+    # A chain whose adaptation produced a non-finite parameter (blackjax's MCLMC tuning can) may
+    # still yield finite but meaningless draws (e.g. stuck at w*): flag it like a diverged chain.
+    failed = np.zeros(num_chains, bool)
+    for values in warm_extras.values():
+        failed |= ~np.isfinite(np.asarray(values, dtype=np.float64)).reshape(num_chains, -1).all(axis=1)
+    if failed.any():
+        log.warning("[%s] adaptation failed (non-finite parameters) on chains %s", label, np.flatnonzero(failed).tolist())
+        loss[failed] = np.nan
     return Trace(
-        loss=np.concatenate(loss_chunks, axis=0).T,
+        loss=loss,
         step=step,
         num_burnin_draws=burnin_draws,
         compile_time_s=compile_time,
