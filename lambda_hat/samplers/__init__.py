@@ -7,8 +7,6 @@ from typing import Any
 from lambda_hat.samplers import hmc, mclmc, sgmcmc
 from lambda_hat.samplers.base import Kernel
 
-MINIBATCH_SAMPLERS = sgmcmc.NAMES
-FULL_BATCH_SAMPLERS = (*hmc.NAMES, "mclmc", "adjusted_mclmc")
 
 
 def build_kernel(cfg: Any, n: int) -> Kernel:
