@@ -20,21 +20,35 @@ case's own), repeated ``--repeats`` times and reported as the median:
     matmuls with ``torch.bmm``; the larger rate is the bound.
   - devinterp 2.0.1 (optional; skipped with a note when torch or devinterp is missing, or with
     ``--no-compare``), on the identical problem (same w*, data, step size, n*beta, gamma, batch):
-    (a) a minimal torch loop over ``devinterp.optim.SGMCMC.sgld`` (randint minibatch, forward,
-        backward, optimizer step; chains run one after another as devinterp does), and
-    (b) the ``devinterp.slt.llc.llc`` API, timed end to end (init loss, zarr writes included).
-        Its dataset holds row indices in ``input_ids``; the loss function looks the rows up.
+    (a) a minimal torch loop over ``devinterp.optim.SGMCMC.sgld`` (the replacement of the
+        deprecated ``devinterp.optim.SGLD``): randint minibatch, forward, backward, optimizer
+        step; chains one after another as devinterp runs them. torch runs at 1 thread or at all
+        cores, whichever a short probe finds faster (2 threads can be 10x slower on a loaded
+        2-core machine), and
+    (b) the ``devinterp.slt.llc.llc`` API, timed end to end (init loss, zarr writes included, so
+        its rate grows with the number of steps). Its dataset holds row indices in
+        ``input_ids``; the loss function looks the rows up.
     devinterp runs fewer steps (its per-step cost does not change along a chain) and its
     repeats are interleaved with lambda_hat's, so the printed ratios are side by side.
   - Peak RSS (``resource.getrusage``) after the lambda_hat runs, before torch is imported, and
     at the end of the worker (torch/devinterp included).
 
 The machine is shared: the load average is printed with the results; quote medians and ratios.
+``--xla-threads 1`` sizes XLA's CPU thread pool to one thread in the workers (torch keeps every
+core), which is what proposal "one XLA thread for small models" does inside lambda_hat.
+
+torch and devinterp are not dependencies of lambda_hat. To compare, install the CPU build of
+torch (a local wheel here; a plain ``uv pip install torch`` would fetch a CUDA build) and
+devinterp, e.g. into a folder outside the project's venv (a ``uv sync`` removes extras):
+  uv pip install --python .venv/bin/python --target /tmp/lh_torch_site --no-deps \
+      /opt/wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl devinterp==2.0.1 <its deps>
+  PYTHONPATH=/tmp/lh_torch_site python scripts/bench_speed.py
 
 Usage (from the repository root):
   python scripts/bench_speed.py                                # small, large; devinterp if present
   python scripts/bench_speed.py --cases small,large,1m --repeats 5
   python scripts/bench_speed.py --cases small --steps 2000 --no-compare
+  python scripts/bench_speed.py --cases small --xla-threads 1
 """
 
 from __future__ import annotations
@@ -53,7 +67,7 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -79,11 +93,11 @@ class Case:
 
     @property
     def params(self) -> int:
-        return sum(a * b for a, b in zip(self.widths[:-1], self.widths[1:]))
+        return sum(a * b for a, b in zip(self.widths[:-1], self.widths[1:], strict=True))
 
     def step_flops(self, batch: int) -> float:
         """Matmul FLOPs of one SGLD step, one chain: forward, weight grads, input grads but layer 1's."""
-        layers = [2.0 * batch * a * b for a, b in zip(self.widths[:-1], self.widths[1:])]
+        layers = [2.0 * batch * a * b for a, b in zip(self.widths[:-1], self.widths[1:], strict=True)]
         return 2 * sum(layers) + sum(layers[1:])
 
 
@@ -137,7 +151,7 @@ class CaseResult:
         """Per repeat, the better of the JAX and torch matmul rates at the step's shapes."""
         if not self.bound_torch_gflops:
             return self.bound_jax_gflops
-        return [max(a, b) for a, b in zip(self.bound_jax_gflops, self.bound_torch_gflops)]
+        return [max(a, b) for a, b in zip(self.bound_jax_gflops, self.bound_torch_gflops, strict=True)]
 
 
 def _rss_mb() -> float:
@@ -155,7 +169,8 @@ def _median(xs: list[float]) -> float:
 def _compose(case: Case, cache_dir: Path) -> Any:
     from hydra import compose, initialize_config_dir
 
-    from lambda_hat.app import CONF_DIR  # importing lambda_hat.app registers the config schemas
+    # importing lambda_hat.app registers the config schemas
+    from lambda_hat.app import CONF_DIR
 
     rank = "null" if case.true_rank is None else str(case.true_rank)
     overrides = [
@@ -177,8 +192,8 @@ def _compose(case: Case, cache_dir: Path) -> Any:
         return compose("config", overrides=overrides)
 
 
-def _jax_matmul_bound(case: Case, steps: int) -> Any:
-    """A compiled function running `steps` SGLD-shaped matmul passes; returns (fn, args)."""
+def _jax_matmul_bound(case: Case, steps: int) -> tuple[Any, tuple[Any, ...]]:
+    """A compiled scan of `steps` passes of one SGLD step's matmuls, and its arguments."""
     import jax
     import jax.numpy as jnp
 
@@ -192,7 +207,7 @@ def _jax_matmul_bound(case: Case, steps: int) -> Any:
             if i > 0:
                 g = jnp.einsum("cbo,cio->cbi", g, ws[i])
         # A tiny update makes every pass depend on the previous one (nothing can be hoisted).
-        return [w - 1e-12 * gw for w, gw in zip(ws, grads[::-1])]
+        return [w - 1e-12 * gw for w, gw in zip(ws, grads[::-1], strict=True)]
 
     def run(ws: list[jax.Array], x: jax.Array) -> list[jax.Array]:
         return jax.lax.scan(lambda ws, _: (one_pass(ws, x), None), ws, None, length=steps)[0]
@@ -200,7 +215,7 @@ def _jax_matmul_bound(case: Case, steps: int) -> Any:
     key = jax.random.key(0)
     ws = [
         jax.random.normal(key, (CHAINS, a, b), jnp.float32) / math.sqrt(a)
-        for a, b in zip(case.widths[:-1], case.widths[1:])
+        for a, b in zip(case.widths[:-1], case.widths[1:], strict=True)
     ]
     x = jax.random.normal(key, (CHAINS, BATCH, case.widths[0]), jnp.float32)
     fn = jax.jit(run).lower(ws, x).compile()
@@ -212,7 +227,8 @@ def _torch_matmul_bound(case: Case, steps: int) -> float:
     """Seconds for `steps` passes of the same matmuls with torch.bmm (no autograd)."""
     import torch
 
-    ws = [torch.randn(CHAINS, a, b) / math.sqrt(a) for a, b in zip(case.widths[:-1], case.widths[1:])]
+    shapes = zip(case.widths[:-1], case.widths[1:], strict=True)
+    ws = [torch.randn(CHAINS, a, b) / math.sqrt(a) for a, b in shapes]
     x = torch.randn(CHAINS, BATCH, case.widths[0])
 
     def one_pass() -> None:
@@ -338,7 +354,6 @@ def run_case(case: Case, args: argparse.Namespace) -> CaseResult:
     """Measure one case (call in a fresh process: peak RSS and compile time are the case's own)."""
     import jax
     import numpy as np
-
     from lambda_hat.posterior import make_posterior
     from lambda_hat.samplers import build_kernel
     from lambda_hat.samplers.driver import run_chains
@@ -359,6 +374,9 @@ def run_case(case: Case, args: argparse.Namespace) -> CaseResult:
             "xla_threads": str(args.xla_threads or "all cores"),
         },
     )  # fmt: skip
+    # The PRNG the app would use (config key `prng_impl` where the library has it), or --prng-impl.
+    prng_impl = args.prng_impl or cfg.get("prng_impl") or "threefry2x32"
+    res.versions["prng_impl"] = prng_impl
     posterior = make_posterior(target, cfg.posterior.beta0, cfg.posterior.gamma, "float32")
     kernel = build_kernel(cfg.sampler, posterior.n)
     bound_steps = max(5, case.steps // 4)
@@ -372,7 +390,7 @@ def run_case(case: Case, args: argparse.Namespace) -> CaseResult:
     with tempfile.TemporaryDirectory(prefix="lh_bench_speed_") as tmp:
         for r in range(args.repeats):
             trace = run_chains(
-                kernel, posterior, jax.random.key(r), num_chains=CHAINS, num_steps=case.steps,
+                kernel, posterior, jax.random.key(r, impl=prng_impl), num_chains=CHAINS, num_steps=case.steps,
                 num_burnin=case.steps - max(1, int(case.steps * KEEP_FRACTION)), progress=False,
             )  # fmt: skip
             res.compile_s.append(trace.compile_time_s)
@@ -448,9 +466,9 @@ def worker_main(args: argparse.Namespace) -> None:
         limit_xla_threads(args.xla_threads)
     case = CASES[args.worker]
     if args.steps is not None:
-        case = Case(case.name, case.widths, case.true_rank, args.steps, case.compare_steps)
+        case = replace(case, steps=args.steps)
     if args.compare_steps is not None:
-        case = Case(case.name, case.widths, case.true_rank, case.steps, args.compare_steps)
+        case = replace(case, compare_steps=args.compare_steps)
     res = run_case(case, args)
     print(RESULT_TAG + json.dumps(asdict(res)), flush=True)
 
@@ -469,6 +487,7 @@ def _spawn(case: str, args: argparse.Namespace) -> CaseResult:
     cmd += ["--no-compare"] if args.no_compare else []
     cmd += ["--no-llc"] if args.no_llc else []
     cmd += ["--xla-threads", str(args.xla_threads)] if args.xla_threads is not None else []
+    cmd += ["--prng-impl", args.prng_impl] if args.prng_impl else []
     env = {**os.environ, "TQDM_DISABLE": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)]
@@ -489,7 +508,7 @@ def _spread(xs: list[float], fmt: str = "{:,.0f}") -> str:
 
 def _ratios(a: list[float], b: list[float]) -> list[float]:
     """Per-repeat ratios a_i / b_i (measured side by side in one worker)."""
-    return [x / y for x, y in zip(a, b)]
+    return [x / y for x, y in zip(a, b, strict=False)]  # b may stop early if devinterp broke
 
 
 def speed_table(results: list[CaseResult]) -> str:
@@ -533,6 +552,10 @@ def compare_table(results: list[CaseResult]) -> str:
     return "\n".join(rows)
 
 
+def _met(ok: bool) -> str:
+    return "yes" if ok else "no"
+
+
 def target_table(results: list[CaseResult]) -> str:
     """Issue 4's targets: small >= 10x devinterp's minimal loop; large >= 70% of bound and 1.6x."""
     rows = ["| case | target | measured | met |", "|---|---|---|---|"]
@@ -541,18 +564,19 @@ def target_table(results: list[CaseResult]) -> str:
         if r.loop_s:
             loop, src = _median(_ratios(r.rates, r.loop_rates)), "measured side by side"
         elif r.case in REFERENCE_TORCH_LOOP:
-            loop, src = rate / REFERENCE_TORCH_LOOP[r.case], f"vs reference {REFERENCE_TORCH_LOOP[r.case]:,.0f}/s"
+            ref = REFERENCE_TORCH_LOOP[r.case]
+            loop, src = rate / ref, f"vs reference {ref:,.0f}/s"
         else:
             loop, src = math.nan, ""
         if r.case == "small":
-            rows.append(f"| small | ≥ 10× devinterp minimal loop | {loop:.1f}× ({src}) | {'yes' if loop >= 10 else 'no'} |")
+            rows.append(f"| small | ≥ 10× devinterp minimal loop | {loop:.1f}× ({src}) | {_met(loop >= 10)} |")
         elif r.case == "large":
             pct = 100 * _median(_ratios([x * r.step_flops / 1e9 for x in r.rates], r.bound_gflops))
-            rows.append(f"| large | ≥ 70% of FLOP bound | {pct:.0f}% | {'yes' if pct >= 70 else 'no'} |")
-            rows.append(f"| large | ≥ 1.6× devinterp minimal loop | {loop:.1f}× ({src}) | {'yes' if loop >= 1.6 else 'no'} |")
+            rows.append(f"| large | ≥ 70% of FLOP bound | {pct:.0f}% | {_met(pct >= 70)} |")
+            rows.append(f"| large | ≥ 1.6× devinterp minimal loop | {loop:.1f}× ({src}) | {_met(loop >= 1.6)} |")
         elif r.case == "1m":
-            ok = r.finite_fraction == 1.0
-            rows.append(f"| 1m | runs on this machine | {rate:,.0f} chain-steps/s, {r.rss_lambda_hat_mb:,.0f} MiB | {'yes' if ok else 'no'} |")
+            got = f"{rate:,.0f} chain-steps/s, {r.rss_lambda_hat_mb:,.0f} MiB peak RSS"
+            rows.append(f"| 1m | runs on this machine | {got} | {_met(r.finite_fraction == 1.0)} |")
     return "\n".join(rows)
 
 
@@ -566,8 +590,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-llc", action="store_true", help="skip devinterp's llc() API (keep the minimal loop)")
     p.add_argument("--cache-dir", default="/tmp/lh_speed_cache", help="lambda_hat target cache")
     p.add_argument(
-        "--xla-threads", type=int, default=None,
+        "--xla-threads",
+        type=int,
+        default=None,
         help="size of XLA's CPU thread pool in the workers (default: all cores); torch is unaffected",
+    )
+    p.add_argument(
+        "--prng-impl",
+        default=None,
+        help="JAX PRNG of the sampling key (default: the config's prng_impl, else threefry2x32)",
     )
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: run one case
     args = p.parse_args(argv)
@@ -604,8 +635,10 @@ def main(argv: list[str] | None = None) -> None:
         )
     versions = results[0].versions if results else {}
     print(f"\nVersions: {', '.join(f'{k} {v}' for k, v in versions.items())}; load now {os.getloadavg()[0]:.1f}")
-    print(f"SGLD, batch {BATCH}, {CHAINS} chains, n = {N_DATA:,}, float32; medians over {args.repeats} repeats "
-          "(min–max in brackets)\n")
+    print(
+        f"SGLD, batch {BATCH}, {CHAINS} chains, n = {N_DATA:,}, float32; medians over {args.repeats} repeats "
+        "(min–max in brackets)\n"
+    )
     print(speed_table(results))
     if not args.no_compare:
         print()
