@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from lambda_hat import outputs, tracking
 from lambda_hat.config import validate
+from lambda_hat.devices import configure_cpu_devices
 from lambda_hat.estimate import efficiency, estimate_llc, sampler_diagnostics
 from lambda_hat.posterior import make_posterior
 from lambda_hat.samplers import build_kernel
@@ -62,6 +63,7 @@ def run(cfg: DictConfig, out_dir: Path, launch_dir: Path) -> dict[str, Any]:
     validate(cfg)
     started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
+    configure_cpu_devices(cfg.cpu_devices)  # before the first JAX operation of the process
     configure_compilation_cache(cfg)
     s = cfg.sampler
     run_name = f"{s.name}-{cfg.model.name}-seed{cfg.seed}"

@@ -10,6 +10,11 @@ import pytest
 from omegaconf import DictConfig
 
 from lambda_hat.app import compose_config
+from lambda_hat.devices import configure_cpu_devices
+
+# Two XLA CPU devices whatever the machine, before any JAX operation: every test then runs with
+# the chains split over two devices, as the app does on a 2-core machine.
+configure_cpu_devices(2)
 
 # Small, fast target and sampler settings shared by the end-to-end tests.
 TINY = [

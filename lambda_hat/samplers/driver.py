@@ -2,7 +2,8 @@
 
 Warm-up (adaptation), when the kernel has one, runs first per chain (vmapped). The sampling scan
 is cut into a few equal chunks (one compilation) only so that long runs can report progress;
-within a chunk there is no host round-trip.
+within a chunk there is no host round-trip. With several devices (one per CPU core, see
+``lambda_hat.devices``) the chain axis is split across them with ``shard_map``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from dataclasses import dataclass, field
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
+from lambda_hat.devices import CHAIN_AXIS, chain_mesh
 from lambda_hat.posterior import Posterior
 from lambda_hat.samplers.base import Kernel
 
@@ -51,6 +55,21 @@ def _timed_compile(fn, *args):
     return compiled, time.perf_counter() - start
 
 
+def _over_chains(fn, mesh: Mesh | None, in_specs: tuple, out_specs):
+    """fn split along the chain axis over the mesh's devices (fn itself when there is no mesh)."""
+    if mesh is None:
+        return fn
+    # check_vma=False: the samplers (blackjax's included) use lax.cond/while_loop with constants in
+    # one branch, which the varying-axis type check rejects; chains never communicate, and the
+    # one replicated output (the step counter) is the same on every device by construction.
+    return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
+
+
+def _place(mesh: Mesh | None, tree, spec: P):
+    """Commit tree's arrays to the mesh (chain-split or replicated) so compiled calls see one layout."""
+    return tree if mesh is None else jax.device_put(tree, NamedSharding(mesh, spec))
+
+
 def run_chains(
     kernel: Kernel,
     posterior: Posterior,
@@ -63,15 +82,23 @@ def run_chains(
     progress: bool = True,
     label: str = "sampler",
     max_chunks: int = 10,
+    split_chains: bool = True,
 ) -> Trace:
-    """Run num_chains chains from w*: warm-up if any, then num_steps steps keeping every thinning-th."""
+    """Run num_chains chains from w*: warm-up if any, then num_steps steps keeping every thinning-th.
+
+    split_chains spreads the chains over the available devices (see lambda_hat.devices).
+    """
     num_draws = num_steps // thinning
     draws_per_chunk = chunk_length(num_draws, max_chunks if progress else 1)
+    mesh = chain_mesh(num_chains) if split_chains else None
+    chains, replicated = P(CHAIN_AXIS), P()
     init_key, warm_key, run_key = jax.random.split(key, 3)
-    chain_keys = jax.random.split(run_key, num_chains)
+    chain_keys = _place(mesh, jax.random.split(run_key, num_chains), chains)
     states = jax.vmap(kernel.init, in_axes=(0, None, None))(
         jax.random.split(init_key, num_chains), posterior.w_star, posterior
     )
+    states = _place(mesh, states, chains)
+    posterior = _place(mesh, posterior, replicated)
 
     params, warm_extras, fge_warmup = (), {}, 0.0
     warmup_time = warmup_compile = 0.0
@@ -79,8 +106,10 @@ def run_chains(
         if progress:
             log.info("[%s] warm-up/adaptation of %d chains ...", label, num_chains)
         start = time.perf_counter()
-        warm_fn = jax.jit(jax.vmap(kernel.warmup, in_axes=(0, 0, None)))
-        warm_keys = jax.random.split(warm_key, num_chains)
+        warm_fn = jax.jit(
+            _over_chains(jax.vmap(kernel.warmup, in_axes=(0, 0, None)), mesh, (chains, chains, replicated), chains)
+        )
+        warm_keys = _place(mesh, jax.random.split(warm_key, num_chains), chains)
         compiled, warmup_compile = _timed_compile(warm_fn, warm_keys, states, posterior)
         warm = compiled(warm_keys, states, posterior)
         states, params = warm.state, warm.params
@@ -92,9 +121,11 @@ def run_chains(
             log.info("[%s] warm-up done in %.1fs (median over chains: %s)", label, warmup_time, summary)
 
     step_all = jax.vmap(kernel.step, in_axes=(0, 0, 0, None, None))
-    zeros = jnp.zeros(num_chains, posterior.dtype)
 
-    def run_chunk(states, t, posterior, params):
+    def run_chunk(states, t, posterior, params, chain_keys):
+        local_chains = chain_keys.shape[0]  # this device's share under shard_map
+        zeros = jnp.zeros(local_chains, posterior.dtype)
+
         def one_step(carry, _):
             states, t, fge, extras_sum = carry
             keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(chain_keys, t)
@@ -109,7 +140,7 @@ def run_chains(
 
         def one_draw(carry, _):
             states, t = carry
-            extras0 = jax.tree.map(lambda _: (zeros, jnp.zeros(num_chains, jnp.int32)), extras_shape)
+            extras0 = jax.tree.map(lambda _: (zeros, jnp.zeros(local_chains, jnp.int32)), extras_shape)
             # Work is summed per draw here and over draws on the host in float64 (a float32 running
             # total of 1e6 minibatch fractions would drift).
             (states, t, fge, extras_sum), losses = jax.lax.scan(
@@ -129,14 +160,21 @@ def run_chains(
         lambda s, p: step_all(chain_keys, s, p, posterior, jnp.zeros((), jnp.int32))[1].extras, states, params
     )
     t = jnp.zeros((), jnp.int32)
-    compiled, compile_time = _timed_compile(jax.jit(run_chunk, donate_argnums=(0,)), states, t, posterior, params)
+    per_draw = P(None, CHAIN_AXIS)  # (draws, chains) outputs
+    chunk_fn = _over_chains(
+        run_chunk, mesh, (chains, replicated, replicated, chains, chains), (chains, replicated, per_draw, per_draw, per_draw)
+    )
+    t = _place(mesh, t, replicated)
+    compiled, compile_time = _timed_compile(
+        jax.jit(chunk_fn, donate_argnums=(0,)), states, t, posterior, params, chain_keys
+    )
 
     loss_chunks: list[np.ndarray] = []
     fge_chunks: list[np.ndarray] = []
     extra_chunks: list[dict[str, np.ndarray]] = []
     start = time.perf_counter()
     for i in range(num_draws // draws_per_chunk):
-        states, t, losses, fge, extras = compiled(states, t, posterior, params)
+        states, t, losses, fge, extras = compiled(states, t, posterior, params, chain_keys)
         loss_chunks.append(np.asarray(losses))  # blocks: the chunk is done
         fge_chunks.append(np.asarray(fge, dtype=np.float64))
         extra_chunks.append({k: np.asarray(v) for k, v in extras.items()})
