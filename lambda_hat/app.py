@@ -100,6 +100,10 @@ def _terminate(signum: int, frame: Any) -> None:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def hydra_app(cfg: DictConfig) -> float | None:
+    from lambda_hat.devices import configure_cpu_devices
+
+    # Before the runner's imports: importing blackjax starts JAX, which fixes the device count.
+    configure_cpu_devices(cfg.cpu_devices)
     from lambda_hat.runner import run, summary_line  # after Hydra set up logging
 
     out_dir = Path(HydraConfig.get().runtime.output_dir)

@@ -22,6 +22,7 @@ from jax.sharding import Mesh
 log = logging.getLogger(__name__)
 
 CHAIN_AXIS = "chains"
+_reported: set[int] = set()  # requests already reported as unmet (say it once per process)
 
 
 def usable_cores() -> int:
@@ -35,9 +36,9 @@ def usable_cores() -> int:
 def configure_cpu_devices(count: int | None) -> int:
     """Ask JAX for `count` CPU devices (None: one per usable core); returns the count in effect.
 
-    JAX fixes the number when its backends start (the first JAX operation in the process). Later
-    calls leave it as it is and say so when it differs from the request, e.g. the second job of an
-    in-process multirun asking for another count.
+    JAX fixes the number when its backends start (the first JAX operation in the process; note
+    that importing blackjax is one). Later calls leave it as it is and say so once when it differs
+    from the request, e.g. the second job of an in-process multirun asking for another count.
     """
     want = usable_cores() if count is None else int(count)
     from jax._src import xla_bridge  # no public "are backends up?" query in JAX 0.10
@@ -46,8 +47,10 @@ def configure_cpu_devices(count: int | None) -> int:
         jax.config.update("jax_num_cpu_devices", want)
         return want
     have = len(jax.devices("cpu"))
-    if have != want:
-        log.warning("JAX already runs with %d CPU device(s); cpu_devices=%d applies to a new process", have, want)
+    if have != want and want not in _reported:
+        _reported.add(want)
+        level = logging.INFO if count is None else logging.WARNING
+        log.log(level, "JAX already runs with %d CPU device(s); cpu_devices=%d applies to a new process", have, want)
     return have
 
 

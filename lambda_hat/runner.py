@@ -63,11 +63,11 @@ def run(cfg: DictConfig, out_dir: Path, launch_dir: Path) -> dict[str, Any]:
     validate(cfg)
     started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
-    configure_cpu_devices(cfg.cpu_devices)  # before the first JAX operation of the process
+    configure_cpu_devices(cfg.cpu_devices)  # effective only if nothing started JAX yet (see devices.py)
     configure_compilation_cache(cfg)
     s = cfg.sampler
     run_name = f"{s.name}-{cfg.model.name}-seed{cfg.seed}"
-    with tracking.mlflow_run(cfg, launch_dir, run_name) as mlflow:
+    with tracking.mlflow_run(cfg, launch_dir, run_name) as tracked:
         t0 = time.perf_counter()
         target = build_target(cfg, cache_dir_of(cfg))
         target_time = time.perf_counter() - t0
@@ -110,6 +110,7 @@ def run(cfg: DictConfig, out_dir: Path, launch_dir: Path) -> dict[str, Any]:
             "compile_time_s": trace.compile_time_s,
             "warmup_time_s": trace.warmup_time_s,
             "warmup_compile_time_s": trace.warmup_compile_time_s,
+            "chain_devices": trace.devices,
             "target_time_s": target_time,
             "target_cached": bool(target.meta.get("cached")),
             "chain_steps_per_s": s.num_chains * s.num_steps / trace.sampling_time_s,
@@ -126,7 +127,7 @@ def run(cfg: DictConfig, out_dir: Path, launch_dir: Path) -> dict[str, Any]:
         metrics["total_time_s"] = time.perf_counter() - started
         files.append(outputs.write_metrics(out_dir, metrics))
         tags = {"sampler": s.name, "model": cfg.model.name, "target_id": target.target_id, "status": metrics["status"]}
-        tracking.log_results(mlflow, metrics, files, tags)
+        tracking.log_results(tracked, metrics, files, tags)
         if metrics["status"] == "failed":
             raise RunFailed(f"all {s.num_chains} chains produced NaN/inf; see {out_dir / 'metrics.json'}")
     return metrics

@@ -64,8 +64,11 @@ from typing import Any
 import numpy as np
 
 from lambda_hat.app import CONF_DIR, compose_config
-from lambda_hat.runner import RunFailed, run, summary_line
-from lambda_hat.targets.dln import num_params
+from lambda_hat.devices import configure_cpu_devices
+
+configure_cpu_devices(None)  # one XLA device per core, as the app; before blackjax starts JAX
+from lambda_hat.runner import RunFailed, run, summary_line  # noqa: E402
+from lambda_hat.targets.dln import num_params  # noqa: E402
 
 SG_SAMPLERS = ("sgld", "rmsprop_sgld", "adam_sgld", "sghmc", "sgnht")
 FULL_BATCH = ("hmc", "nuts", "mclmc")

@@ -20,7 +20,7 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 def test_module_cli_prints_summary_last_and_writes_run_folder(tmp_path: Path) -> None:
     proc = _run(
         [sys.executable, "-m", "lambda_hat", "model.widths=[4,6,4]", "model.true_rank=2", "data.n=10000",
-         "sampler.batch_size=100", "sampler.num_steps=2000", "sampler.num_burnin=1000", "sampler.step_size=2e-6"],
+         "sampler.batch_size=100", "sampler.num_steps=2000", "sampler.num_burnin=1000", "sampler.step_size=2e-6", "cpu_devices=2"],
         tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -30,6 +30,7 @@ def test_module_cli_prints_summary_last_and_writes_run_folder(tmp_path: Path) ->
     assert len(runs) == 1
     metrics = json.loads((runs[0] / "metrics.json").read_text())
     assert f"{metrics['llc_mean']:.3f}" in last
+    assert metrics["chain_devices"] == 2  # the 4 chains were split over two XLA CPU devices
     assert (runs[0] / ".hydra" / "config.yaml").exists()
     # MLflow 3's default location: the launch directory
     assert (tmp_path / "mlflow.db").exists() and (tmp_path / "mlruns").is_dir()

@@ -41,6 +41,7 @@ class Trace:
     warmup: dict[str, np.ndarray] = field(default_factory=dict)  # (chains,) adapted values
     warmup_time_s: float = 0.0  # adaptation, compile included
     warmup_compile_time_s: float = 0.0
+    devices: int = 1  # devices the chains were split over
 
 
 def chunk_length(num_draws: int, max_chunks: int) -> int:
@@ -212,4 +213,5 @@ def run_chains(
         warmup=warm_extras,
         warmup_time_s=warmup_time,
         warmup_compile_time_s=warmup_compile,
+        devices=1 if mesh is None else int(mesh.devices.size),
     )
