@@ -29,7 +29,8 @@ case's own), repeated ``--repeats`` times and reported as the median:
         its rate grows with the number of steps). Its dataset holds row indices in
         ``input_ids``; the loss function looks the rows up.
     devinterp runs fewer steps (its per-step cost does not change along a chain) and its
-    repeats are interleaved with lambda_hat's, so the printed ratios are side by side.
+    repeats of (a) are interleaved with lambda_hat's, so the printed ratios are side by side; (b) runs
+    after them (it leaves zarr I/O threads busy, which slowed later lambda_hat repeats by ~15%).
   - Peak RSS (``resource.getrusage``) after the lambda_hat runs, before torch is imported, and
     at the end of the worker (torch/devinterp included).
 
@@ -441,7 +442,10 @@ def run_case(case: Case, args: argparse.Namespace) -> CaseResult:
                 res.compare_note = f"devinterp loop: {100 * (1 - loop_finite):.1f}% non-finite losses"
             res.loop_s.append(seconds)
             res.loop_threads.append(threads)
-            if not args.no_llc:
+        # devinterp's llc() leaves work running after it returns (zarr's I/O threads): measured
+        # here, later lambda_hat repeats ran 15% slower. So its repeats come after all others.
+        if problem is not None and not skip and not args.no_llc:
+            for r in range(args.repeats):
                 seconds, res.llc_zarr_mb = problem.llc_api(case.compare_steps, r, Path(tmp))
                 res.llc_s.append(seconds)
     res.finite_fraction = min(finite)
