@@ -127,10 +127,13 @@ class RMSPropSGLDConfig(SGMCMCConfig):
 
 @dataclass
 class AdamSGLDConfig(SGMCMCConfig):
-    """Adam-preconditioned SGLD: drift uses the bias-corrected first moment of the loss gradient."""
+    """Adam-preconditioned SGLD: drift uses the bias-corrected first moment of the loss gradient.
+
+    beta1 defaults to 0 (drift = current gradient): a lagged first moment biases λ̂ upward.
+    """
 
     name: str = "adam_sgld"
-    beta1: float = 0.9
+    beta1: float = 0.0
     beta2: float = 0.999
     eps: float = 0.1
 

@@ -56,3 +56,12 @@ def test_divergent_run_is_flagged(make_cfg, tmp_path: Path) -> None:
 
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["status"] == "failed" and m["llc_mean"] is None and m["chains_diverged"] == [0, 1, 2, 3]
+
+
+def test_adam_sgld_first_moment_is_used(make_cfg, tmp_path: Path) -> None:
+    # The preset drifts with the current gradient (beta1 = 0); beta1 > 0 drifts with its EMA.
+    args = (*TINY, "sampler=adam_sgld", "sampler.num_steps=500", "sampler.num_burnin=250", "plots=false")
+    preset = run(make_cfg(*args), tmp_path / "a", tmp_path)
+    momentum = run(make_cfg(*args, "sampler.beta1=0.9"), tmp_path / "b", tmp_path)
+    assert preset["status"] == momentum["status"] == "ok"
+    assert preset["llc_per_chain"] != momentum["llc_per_chain"]
