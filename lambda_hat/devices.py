@@ -41,11 +41,11 @@ def configure_cpu_devices(count: int | None) -> int:
     from the request, e.g. the second job of an in-process multirun asking for another count.
     """
     want = usable_cores() if count is None else int(count)
-    from jax._src import xla_bridge  # no public "are backends up?" query in JAX 0.10
-
-    if not xla_bridge.backends_are_initialized():
+    try:
         jax.config.update("jax_num_cpu_devices", want)
         return want
+    except RuntimeError:  # JAX refuses once its backends are up
+        pass
     have = len(jax.devices("cpu"))
     if have != want and want not in _reported:
         _reported.add(want)

@@ -121,8 +121,10 @@ class TrackedRun:
             self.client.log_artifact(self.run_id, str(path))
 
     def end(self, status: str) -> None:
-        """FINISHED or FAILED; if the run could not even be created, there is nothing to end."""
+        """FINISHED (a tracking error surfaces here) or FAILED (the job's own error matters more)."""
         self._thread.join()
+        if status == "FINISHED" and self._error is not None:
+            raise self._error
         if self.run_id is not None:
             self.client.set_terminated(self.run_id, status)
 
@@ -142,7 +144,6 @@ def mlflow_run(cfg: DictConfig, launch_dir: Path, run_name: str) -> Iterator[Tra
     except BaseException:
         tracked.end("FAILED")
         raise
-    tracked._ready()  # a tracking error surfaces here rather than passing silently
     tracked.end("FINISHED")
 
 
