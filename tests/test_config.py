@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
         (["model=mlp", "model.true_rank=2"], "model.true_rank", "unknown key"),
         (["model=mlp", "model.activation=swish"], "model.activation", "tanh"),
         (["posterior.gamma=-1"], "posterior.gamma", ">= 0"),
+        (["cpu_devices=0"], "cpu_devices", "> 0"),
         (["mlflow.enabled=maybe"], "mlflow.enabled", "bool"),
         (["-m", "sampler.step_size=1e-6,-1e-6", "sampler.num_chains=0,1"], "sampler.num_chains", "> 0"),
     ],
