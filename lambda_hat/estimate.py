@@ -119,3 +119,28 @@ def efficiency(est: dict[str, Any], trace: Any) -> dict[str, Any]:
     out["ess_per_fge"] = est["ess_bulk"] / work if work > 0 else None
     out["ess_per_s"] = est["ess_bulk"] / seconds if seconds > 0 else None
     return out
+
+
+# Thresholds of health_warnings: R-hat 1.1 and 100 bulk-ESS are the classic minimums (Gelman et
+# al.; Vehtari et al. 2021 ask for stricter values before publishing); a MALA acceptance below
+# 0.8 marks a step size that biases λ̂ (Furman & Lau 2024; +50% on the tiny DLN test target).
+RHAT_MAX = 1.1
+ESS_MIN = 100.0
+MALA_ACCEPT_MIN = 0.8
+
+
+def health_warnings(metrics: dict[str, Any]) -> list[str]:
+    """One line per diagnostic that says the estimate should not be trusted as it stands."""
+    out = []
+    if metrics.get("chains_diverged"):
+        out.append(f"chains {metrics['chains_diverged']} diverged and were excluded; lower the step size")
+    r_hat = metrics.get("r_hat")
+    if r_hat is not None and r_hat > RHAT_MAX:
+        out.append(f"r_hat = {r_hat:.3f} > {RHAT_MAX}: the chains disagree; run longer or mix faster")
+    ess = metrics.get("ess_bulk")
+    if ess is not None and ess < ESS_MIN:
+        out.append(f"ess_bulk = {ess:.0f} < {ESS_MIN:.0f}: llc_sem is unreliable; run longer or thin less")
+    mala = metrics.get("mala_accept")
+    if mala is not None and mala < MALA_ACCEPT_MIN:
+        out.append(f"mala_accept = {mala:.2f} < {MALA_ACCEPT_MIN}: the step size is too large (biases λ̂)")
+    return out

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from lambda_hat import outputs, tracking
 from lambda_hat.config import validate
 from lambda_hat.devices import configure_cpu_devices
-from lambda_hat.estimate import efficiency, estimate_llc, sampler_diagnostics
+from lambda_hat.estimate import efficiency, estimate_llc, health_warnings, sampler_diagnostics
 from lambda_hat.posterior import make_posterior
 from lambda_hat.samplers import build_kernel
 from lambda_hat.samplers.driver import run_chains
@@ -55,6 +55,7 @@ def summary_line(m: dict[str, Any]) -> str:
     return (
         f"{est}{truth} | {m['sampler']} on {m['model']} d={m['d']}, {m['chains_ok']}/{m['num_chains']} chains"
         f" | sampling {m['wall_time_s']:.2f}s + compile {m['compile_time_s']:.2f}s | status {m['status']}"
+        + (f" | {len(m['warnings'])} health warning(s) above" if m.get("warnings") else "")
     )
 
 
@@ -124,9 +125,15 @@ def run(cfg: DictConfig, out_dir: Path, launch_dir: Path) -> dict[str, Any]:
             files += outputs.write_plots(out_dir, frame, target.llc_true, run_name)
             if "energy" in trace.extras:
                 files.append(outputs.write_energy_plot(out_dir, trace.extras["energy"][:, trace.num_burnin_draws :], run_name))
+        metrics["warnings"] = health_warnings(metrics)
+        for warning in metrics["warnings"]:
+            log.warning("health: %s", warning)
         metrics["total_time_s"] = time.perf_counter() - started
         files.append(outputs.write_metrics(out_dir, metrics))
-        tags = {"sampler": s.name, "model": cfg.model.name, "target_id": target.target_id, "status": metrics["status"]}
+        tags = {
+            "sampler": s.name, "model": cfg.model.name, "target_id": target.target_id, "status": metrics["status"],
+            "health": "; ".join(metrics["warnings"]) or "ok",
+        }  # fmt: skip
         tracking.log_results(tracked, metrics, files, tags)
         if metrics["status"] == "failed":
             raise RunFailed(f"all {s.num_chains} chains produced NaN/inf; see {out_dir / 'metrics.json'}")

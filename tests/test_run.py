@@ -56,6 +56,7 @@ def test_run_writes_outputs_and_logs_to_mlflow(make_cfg, tmp_path: Path) -> None
     assert r.data.metrics["llc_mean"] == pytest.approx(m["llc_mean"])
     assert r.data.metrics["llc_chain_0"] == pytest.approx(m["llc_per_chain"][0])
     assert r.data.tags["target_id"] == m["target_id"] and r.data.tags["sampler"] == "sgld"
+    assert r.data.tags["health"] == ("; ".join(m["warnings"]) or "ok")
     artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}
     assert (tmp_path / "mlruns").is_dir()  # artifacts live beside the SQLite store
     assert {"metrics.json", "trace.parquet", "trace.png", "llc_running.png", "config_resolved.yaml"} <= artifacts
@@ -82,3 +83,13 @@ def test_interrupted_run_is_not_left_running(make_cfg, tmp_path: Path, monkeypat
         run(make_cfg(*TINY, mlflow=True), tmp_path / "out", tmp_path)
     _, runs = _mlflow_runs(tmp_path)
     assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_short_run_warns_that_its_error_bar_is_unreliable(make_cfg, tmp_path: Path, caplog) -> None:
+    cfg = make_cfg(*TINY, "sampler.num_steps=40", "sampler.num_burnin=20", "plots=false")
+    with caplog.at_level("WARNING", logger="lambda_hat.runner"):
+        m = run(cfg, tmp_path / "out", tmp_path)
+    assert m["ess_bulk"] < 100
+    assert any(w.startswith("ess_bulk") for w in m["warnings"]), m["warnings"]
+    assert "health: ess_bulk" in caplog.text
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["warnings"] == m["warnings"]
