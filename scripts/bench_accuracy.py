@@ -26,6 +26,7 @@ A run whose chains all diverge counts as error = inf (it is never dropped).
 Usage (from the repository root):
   nice python scripts/bench_accuracy.py                      # 20 nets per class, both classes
   nice python scripts/bench_accuracy.py --num-nets 3 --classes 1k --out bench.md
+  nice python scripts/bench_accuracy.py --classes 1k --seed 0,1,2,3       # 80 nets, one pooled table
 """
 
 from __future__ import annotations
@@ -208,12 +209,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-nets", type=int, default=20, help="random networks per size class")
     p.add_argument("--classes", default="1k,10k", help=f"comma-separated, from {', '.join(CLASSES)}")
     p.add_argument("--num-chains", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0, help="seed of the network generator")
+    p.add_argument(
+        "--seed", default="0", help="seed(s) of the network generator, comma-separated; the table pools them"
+    )
     p.add_argument("--steps", type=int, default=10_000, help="SGLD steps; the last 10%% are kept")
     p.add_argument("--out", type=Path, default=None, help="write per-net rows (.csv) or a report (.md)")
     p.add_argument("--xla-cache", default="/tmp/lh_bench_cache/xla", help="persistent XLA compilation cache")
     args = p.parse_args(argv)
     args.class_keys = [k.strip() for k in args.classes.split(",") if k.strip()]
+    args.seeds = [int(x) for x in args.seed.split(",") if x.strip()]
     unknown = [k for k in args.class_keys if k not in CLASSES]
     if unknown:
         p.error(f"--classes: unknown {unknown}; available: {', '.join(CLASSES)}")
@@ -226,14 +230,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     command = "python scripts/bench_accuracy.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     results: list[NetResult] = []
-    for key in args.class_keys:
-        # One generator per class, so a class's nets do not depend on which other classes run.
-        rng = np.random.default_rng([args.seed, list(CLASSES).index(key)])
-        for i in range(args.num_nets):
-            widths, rank, seed = draw_net(CLASSES[key], rng)
-            r = run_net(key, i, widths, rank, seed, args)
-            results.append(r)
-            print(net_line(r), flush=True)
+    for gen_seed in args.seeds:
+        for key in args.class_keys:
+            # One generator per class and seed, so a class's nets do not depend on what else runs.
+            rng = np.random.default_rng([gen_seed, list(CLASSES).index(key)])
+            for i in range(args.num_nets):
+                widths, rank, seed = draw_net(CLASSES[key], rng)
+                r = run_net(key, i, widths, rank, seed, args)
+                results.append(r)
+                print(net_line(r), flush=True)
     table = summary_table(results, args.class_keys)
     print(f"\nReproduce: {command.strip()}\n\n{table}")
     if args.out is not None:
