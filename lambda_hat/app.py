@@ -104,6 +104,8 @@ def hydra_app(cfg: DictConfig) -> float | None:
 
     # Before the runner's imports: importing blackjax starts JAX, which fixes the device count.
     configure_cpu_devices(cfg.cpu_devices)
+    # Hydra logs at INFO; JAX's backend probe would print "Unable to initialize backend 'tpu'".
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
     from lambda_hat.runner import run, summary_line  # after Hydra set up logging
 
     out_dir = Path(HydraConfig.get().runtime.output_dir)
