@@ -64,7 +64,9 @@ def run(cfg: DictConfig, out_dir: Path, launch_dir: Path) -> dict[str, Any]:
     validate(cfg)
     started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
-    configure_cpu_devices(cfg.cpu_devices)  # effective only if nothing started JAX yet (see devices.py)
+    # Importing this module (blackjax) has started JAX already, so this cannot change the device
+    # count any more; the app sets it before that import. Here it says once if it differs.
+    configure_cpu_devices(cfg.cpu_devices)
     configure_compilation_cache(cfg)
     s = cfg.sampler
     run_name = f"{s.name}-{cfg.model.name}-seed{cfg.seed}"
