@@ -112,12 +112,22 @@ class SGMCMCConfig(SamplerConfig):
 
 
 @dataclass
-class SGLDConfig(SGMCMCConfig):
+class LangevinConfig(SGMCMCConfig):
+    """The SGLD family. step_size is fixed (Lau et al.'s protocol) unless target_mala_accept is set:
+    then each chain first spends num_tune steps tuning it, starting from step_size, by dual
+    averaging to that MALA acceptance (those steps are warm-up work, not part of num_steps)."""
+
+    target_mala_accept: Optional[float] = None
+    num_tune: int = 1000
+
+
+@dataclass
+class SGLDConfig(LangevinConfig):
     name: str = "sgld"
 
 
 @dataclass
-class RMSPropSGLDConfig(SGMCMCConfig):
+class RMSPropSGLDConfig(LangevinConfig):
     """pSGLD (Li et al. 2016) with moments of the loss gradient only (Hitchcock & Hoogland 2025)."""
 
     name: str = "rmsprop_sgld"
@@ -126,7 +136,7 @@ class RMSPropSGLDConfig(SGMCMCConfig):
 
 
 @dataclass
-class AdamSGLDConfig(SGMCMCConfig):
+class AdamSGLDConfig(LangevinConfig):
     """Adam-preconditioned SGLD: drift uses the bias-corrected first moment of the loss gradient.
 
     beta1 defaults to 0 (drift = current gradient): a lagged first moment biases λ̂ upward.
@@ -392,6 +402,10 @@ def validate(cfg: DictConfig) -> None:
             f"must be <= data.n={data.n}",
         )
         _require(sampler.mala_every >= 0, "sampler.mala_every", sampler.mala_every, "must be >= 0 (0 = off)")
+    if "target_mala_accept" in sampler:
+        target = sampler.target_mala_accept
+        _require(target is None or 0 < target < 1, "sampler.target_mala_accept", target, "must be in (0, 1) or null (fixed step)")
+        _positive(cfg, "sampler.num_tune", integer=True)
     for key in ("alpha", "beta1", "beta2"):
         if key in sampler and sampler.name not in ("sghmc", "sgnht"):
             v = sampler[key]

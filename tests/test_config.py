@@ -37,6 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
         (["model=mlp", "model.activation=swish"], "model.activation", "tanh"),
         (["posterior.gamma=-1"], "posterior.gamma", ">= 0"),
         (["cpu_devices=0"], "cpu_devices", "> 0"),
+        (["sampler.target_mala_accept=1.2"], "sampler.target_mala_accept", "(0, 1)"),
+        (["sampler=sghmc", "sampler.target_mala_accept=0.9"], "sampler.target_mala_accept", "unknown key"),
         (["mlflow.enabled=maybe"], "mlflow.enabled", "bool"),
         (["-m", "sampler.step_size=1e-6,-1e-6", "sampler.num_chains=0,1"], "sampler.num_chains", "> 0"),
     ],

@@ -167,6 +167,26 @@ def test_mala_acceptance_flags_too_large_steps(make_cfg, tmp_path: Path) -> None
     assert any("mala_accept" in w and "too large" in w for w in large["warnings"])
 
 
+@pytest.mark.parametrize(("sampler", "too_small", "too_large"), [("sgld", 1e-8, 1e-4), ("rmsprop_sgld", 1e-8, 1e-4)])
+def test_step_size_tuning_reaches_target_mala_acceptance(
+    make_cfg, tmp_path: Path, sampler: str, too_small: float, too_large: float
+) -> None:
+    args = (*SMALL, "data.n=10000", "sampler.batch_size=100", "sampler.num_steps=1000", "sampler.num_burnin=500",
+            "sampler.mala_every=10", f"sampler={sampler}", "sampler.target_mala_accept=0.9", "sampler.num_tune=1500")
+    # Start 100x below and 100x above a good step: tuning must move both to about the same place.
+    small = run(make_cfg(*args, f"sampler.step_size={too_small}"), tmp_path / "a", tmp_path)
+    large = run(make_cfg(*args, f"sampler.step_size={too_large}"), tmp_path / "b", tmp_path)
+    for m in (small, large):
+        assert m["status"] == "ok" and not m["chains_diverged"], m
+        assert abs(m["tune_mala_accept"] - 0.9) < 0.05, m
+        assert len(m["step_size_per_chain"]) == 4
+        # tuning costs two minibatch gradients per step, on top of the sampling's
+        assert m["n_fge_warmup"] == pytest.approx(4 * (2 * 1500 + 500) * 100 / 10000, rel=1e-5)
+    assert small["step_size"] > 10 * too_small and large["step_size"] < too_large / 10
+    assert 0.25 < small["step_size"] / large["step_size"] < 4, (small["step_size"], large["step_size"])
+    assert abs(small["llc_rel_error"]) < 0.3 and abs(large["llc_rel_error"]) < 0.3
+
+
 def test_float64_posterior_reevaluates_L0(make_cfg, tmp_path: Path) -> None:
     cfg = make_cfg("model=mlp", "model.widths=[2,4,1]", "data.n=500", "sampler.batch_size=50",
                    "training.max_steps=200")

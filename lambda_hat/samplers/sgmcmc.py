@@ -22,6 +22,12 @@ Step-size health (Furman & Lau 2024, arXiv:2402.03698): every ``mala_every`` ste
 samplers report ``mala_accept``, the Metropolis acceptance probability that a MALA proposal with
 the same step, drift and noise would have (evaluated on the step's minibatch). Low values mean
 the step is too large. It costs one extra minibatch gradient per evaluation, not counted as work.
+
+Step-size tuning (``target_mala_accept``, Langevin samplers only): a fixed ε is right for one nβ
+and one loss scale only (Lau et al.'s 5e-7 is calibrated for n = 1e5; at n = 1e4 its MALA
+acceptance is ~1 and the chains under-mix). With a target set, each chain first runs
+``num_tune`` MALA-corrected steps whose ε follows blackjax's dual averaging towards that
+acceptance; sampling then uses the averaged ε (per chain), unadjusted as usual.
 """
 
 from __future__ import annotations
@@ -30,10 +36,11 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from blackjax.adaptation.step_size import dual_averaging_adaptation
 from blackjax.sgmcmc.diffusions import overdamped_langevin
 
 from lambda_hat.posterior import Posterior
-from lambda_hat.samplers.base import Kernel, StepInfo
+from lambda_hat.samplers.base import Kernel, StepInfo, Warmup
 
 LANGEVIN = ("sgld", "rmsprop_sgld", "adam_sgld")
 NAMES = (*LANGEVIN, "sghmc", "sgnht")
@@ -73,9 +80,14 @@ def mala_acceptance(
 
 def build(cfg: Any, n: int) -> Kernel:
     """Kernel for cfg.name in NAMES; n is the data size (a minibatch gradient is batch/n FGE)."""
-    name, eps, batch = cfg.name, float(cfg.step_size), int(cfg.batch_size)
+    name, eps0, batch = cfg.name, float(cfg.step_size), int(cfg.batch_size)
+    eps = eps0  # SGHMC/SGNHT: the fixed step h
     fge = batch / n
     mala_every = int(getattr(cfg, "mala_every", 0))
+    target_accept = getattr(cfg, "target_mala_accept", None)
+    tuned = target_accept is not None
+    num_tune = int(getattr(cfg, "num_tune", 0))
+    da_init, da_update, da_final = dual_averaging_adaptation(float(target_accept or 0.0))
     langevin = overdamped_langevin()
 
     def init(key: jax.Array, w0: jax.Array, post: Posterior) -> SGMCMCState:
@@ -88,7 +100,8 @@ def build(cfg: Any, n: int) -> Kernel:
             return SGMCMCState(w0, momentum, scalar + cfg.alpha, jnp.zeros((), jnp.int32))
         return SGMCMCState(w0, scalar, scalar, jnp.zeros((), jnp.int32))
 
-    def langevin_step(key, state, post, t):
+    def propose(key, state, post, eps):
+        """One Langevin move from state with step eps: (new state, L_batch(w), MALA acceptance fn)."""
         k_batch, k_noise = jax.random.split(key)
         w = state.position
         idx = _batch_idx(k_batch, post, batch)
@@ -112,14 +125,49 @@ def build(cfg: Any, n: int) -> Kernel:
             precond = 1.0 / (jnp.sqrt(v_hat) + cfg.eps)
             noise = jax.random.normal(k_noise, w.shape, w.dtype)
             new_w = w - 0.5 * eps * precond * drift + jnp.sqrt(eps * precond) * noise
+
+        def accept_prob() -> jax.Array:
+            return mala_acceptance(post, idx, w, new_w, grad_u, u, eps, precond).astype(w.dtype)
+
+        return SGMCMCState(new_w, m, v, tt), loss, accept_prob
+
+    def langevin_step(key, state, params, post, t):
+        eps = params["step_size"] if tuned else eps0
+        new_state, loss, accept_prob = propose(key, state, post, eps)
         extras = {}
         if mala_every > 0:
             extras["mala_accept"] = jax.lax.cond(
-                t % mala_every == 0,
-                lambda: mala_acceptance(post, idx, w, new_w, grad_u, u, eps, precond).astype(w.dtype),
-                lambda: jnp.full((), jnp.nan, w.dtype),
+                t % mala_every == 0, accept_prob, lambda: jnp.full((), jnp.nan, new_state.position.dtype)
             )
-        return SGMCMCState(new_w, m, v, tt), StepInfo(loss, jnp.asarray(fge, w.dtype), extras)
+        return new_state, StepInfo(loss, jnp.asarray(fge, new_state.position.dtype), extras)
+
+    def tune_step_size(key, state, post) -> Warmup:
+        """Dual averaging of log ε to the target MALA acceptance, per chain.
+
+        Written here because blackjax adapts step sizes only inside its HMC/MCLMC warm-ups; its
+        dual-averaging update is reused. During tuning each move is accepted with its (minibatch)
+        MALA probability, so a too-large trial step is rejected instead of blowing the chain up.
+        """
+        dtype = state.position.dtype
+        # Shrink towards the configured step, not 10x it (blackjax's HMC heuristic): a 10x SGLD
+        # step can be past the explicit integrator's stability limit on stiff posteriors.
+        da = da_init(eps0)._replace(mu=jnp.log(eps0))
+
+        def one(carry, key):
+            state, da = carry
+            k_move, k_accept = jax.random.split(key)
+            eps = jnp.exp(da.log_step_size).astype(dtype)
+            proposal, _, accept_prob = propose(k_move, state, post, eps)
+            accept = accept_prob()
+            keep = jax.random.uniform(k_accept, dtype=dtype) < accept
+            state = jax.tree.map(lambda new, old: jnp.where(keep, new, old), proposal, state)
+            return (state, da_update(da, accept)), accept
+
+        (state, da), accepts = jax.lax.scan(one, (state, da), jax.random.split(key, num_tune))
+        eps = da_final(da).astype(dtype)
+        extras = {"step_size": eps, "tune_mala_accept": jnp.mean(accepts[num_tune // 2 :])}
+        # Each tuning step costs two minibatch gradients (the move and its MALA reverse density).
+        return Warmup(state, {"step_size": eps}, jnp.asarray(2 * num_tune * fge, dtype), extras)
 
     def momentum_step(key, state, post, t):
         del t
@@ -137,8 +185,11 @@ def build(cfg: Any, n: int) -> Kernel:
         extras = {"kinetic_temperature": kinetic}  # ≈ 1 when the momentum is thermalised
         return SGMCMCState(new_w, p, xi, state.t + 1), StepInfo(loss, jnp.asarray(fge, w.dtype), extras)
 
+    if name in LANGEVIN:
+        return Kernel(init=init, step=langevin_step, warmup=tune_step_size if tuned else None)
+
     def step(key, state, params, post, t):
         del params
-        return (langevin_step if name in LANGEVIN else momentum_step)(key, state, post, t)
+        return momentum_step(key, state, post, t)
 
     return Kernel(init=init, step=step)
