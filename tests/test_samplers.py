@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -65,3 +67,22 @@ def test_adam_sgld_first_moment_is_used(make_cfg, tmp_path: Path) -> None:
     momentum = run(make_cfg(*args, "sampler.beta1=0.9"), tmp_path / "b", tmp_path)
     assert preset["status"] == momentum["status"] == "ok"
     assert preset["llc_per_chain"] != momentum["llc_per_chain"]
+
+
+def test_heartbeat_reports_while_a_block_runs(caplog: pytest.LogCaptureFixture) -> None:
+    from lambda_hat.samplers.driver import _heartbeat
+
+    def beats() -> int:
+        return sum("warm-up still running" in r.getMessage() for r in caplog.records)
+
+    with caplog.at_level(logging.INFO, logger="lambda_hat.samplers.driver"):
+        with _heartbeat("[x] warm-up still running", 0.05):
+            deadline = time.monotonic() + 10
+            while beats() < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        after_exit = beats()
+        time.sleep(0.2)
+        assert after_exit >= 2 and beats() == after_exit  # it stops with the block
+        with _heartbeat("[x] warm-up still running", 0.05, enabled=False):
+            time.sleep(0.2)
+        assert beats() == after_exit

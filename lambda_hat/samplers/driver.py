@@ -8,9 +8,12 @@ within a chunk there is no host round-trip. With several devices (one per CPU co
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import jax
@@ -56,6 +59,33 @@ def _timed_compile(fn, *args):
     return compiled, time.perf_counter() - start
 
 
+@contextlib.contextmanager
+def _heartbeat(message: str, every_s: float, enabled: bool = True) -> Iterator[None]:
+    """Log `message` with the elapsed time every every_s seconds while the block runs.
+
+    For phases that run as one compiled call without a step counter we can read: blackjax's
+    warm-ups scan all their steps inside one call (their progress bar needs a host callback per
+    step), so the host can only say that the call is still running and for how long.
+    """
+    if not enabled:
+        yield
+        return
+    done = threading.Event()
+    start = time.perf_counter()
+
+    def beat() -> None:
+        while not done.wait(every_s):
+            log.info("%s, %.0fs elapsed", message, time.perf_counter() - start)
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
 def _over_chains(fn, mesh: Mesh | None, in_specs: tuple, out_specs):
     """fn split along the chain axis over the mesh's devices (fn itself when there is no mesh)."""
     if mesh is None:
@@ -84,10 +114,12 @@ def run_chains(
     label: str = "sampler",
     max_chunks: int = 10,
     split_chains: bool = True,
+    heartbeat_s: float = 30.0,
 ) -> Trace:
     """Run num_chains chains from w*: warm-up if any, then num_steps steps keeping every thinning-th.
 
     split_chains spreads the chains over the available devices (see lambda_hat.devices).
+    With progress on, sampling logs each chunk's step count and a warm-up logs every heartbeat_s.
     """
     num_draws = num_steps // thinning
     draws_per_chunk = chunk_length(num_draws, max_chunks if progress else 1)
@@ -112,9 +144,10 @@ def run_chains(
         )
         warm_keys = _place(mesh, jax.random.split(warm_key, num_chains), chains)
         compiled, warmup_compile = _timed_compile(warm_fn, warm_keys, states, posterior)
-        warm = compiled(warm_keys, states, posterior)
+        with _heartbeat(f"[{label}] warm-up still running", heartbeat_s, progress):
+            warm = compiled(warm_keys, states, posterior)
+            fge_warmup = float(jnp.sum(warm.fge))  # blocks until the warm-up is done
         states, params = warm.state, warm.params
-        fge_warmup = float(jnp.sum(warm.fge))
         warm_extras = {k: np.asarray(v) for k, v in warm.extras.items()}
         warmup_time = time.perf_counter() - start
         if progress:

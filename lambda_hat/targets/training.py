@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +13,8 @@ import numpy as np
 import optax
 
 log = logging.getLogger(__name__)
+
+PROGRESS_EVERY_S = 10.0  # a progress line at most this often, only for trainings that last longer
 
 LossFn = Callable[[Any, jnp.ndarray, jnp.ndarray], jnp.ndarray]
 
@@ -56,6 +59,7 @@ def train(
     key = jax.random.key(seed)
     best_params, best_loss = params, float(loss_fn(params, xj, yj))
     initial_loss, stale, steps = best_loss, 0, 0
+    last_report = time.perf_counter()
     while steps < cfg.max_steps and stale < cfg.patience:
         key, sub = jax.random.split(key)
         params, state, loss = chunk(params, state, sub)
@@ -70,6 +74,9 @@ def train(
             stale += 1
         if loss < best_loss:
             best_params, best_loss = params, loss
+        if time.perf_counter() - last_report > PROGRESS_EVERY_S:  # long trainings show progress
+            log.info("training w*: step %d/%d, loss %.4g (best %.4g)", steps, cfg.max_steps, loss, best_loss)
+            last_report = time.perf_counter()
     info = {
         "train_steps": steps,
         "train_initial_loss": initial_loss,
