@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lambda_hat.estimate import estimate_llc
+from lambda_hat.estimate import estimate_llc, health_warnings
 
 
 def _ar1(rng: np.random.Generator, chains: int, draws: int, mean: float, rho: float = 0.5) -> np.ndarray:
@@ -48,3 +48,15 @@ def test_all_chains_diverged() -> None:
     loss = np.full((2, 50), np.nan)
     m = estimate_llc(loss, 10, nbeta=1.0, L0=0.0)
     assert m["status"] == "failed" and m["llc_mean"] is None and m["chains_ok"] == 0
+
+
+def test_health_warnings_point_to_step_tuning_when_the_step_is_too_small_to_mix() -> None:
+    under_mixed = {"mala_accept": 0.995, "ess_bulk": 10.0, "r_hat": 1.3}
+    warnings = health_warnings(under_mixed)
+    assert any("too small" in w and "target_mala_accept" in w for w in warnings), warnings
+    # well mixed with a small step: nothing to say about the step
+    assert health_warnings({"mala_accept": 0.995, "ess_bulk": 500.0, "r_hat": 1.01}) == []
+    # already tuned: no hint to tune
+    assert not any("target_mala_accept" in w for w in health_warnings({**under_mixed, "tune_mala_accept": 0.9}))
+    # too large a step: the hint rides along with the bias warning
+    assert any("too large" in w and "target_mala_accept" in w for w in health_warnings({"mala_accept": 0.6}))
