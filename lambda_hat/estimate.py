@@ -130,7 +130,7 @@ MALA_ACCEPT_MIN = 0.8
 # Above this the SGLD step is far smaller than it need be; with R-hat or ESS failing too, the chains
 # under-mix (Lau et al.'s 5e-7 at n = 1e4: MALA 0.99-1.00, R-hat 1.3, ESS ~10 of 4,000 draws).
 MALA_ACCEPT_HIGH = 0.98
-TUNE_HINT = "sampler.target_mala_accept=0.9 tunes the step per chain"
+TUNE_HINT = "sampler.target_mala_accept=0.95 tunes the step per chain"
 
 
 def health_warnings(metrics: dict[str, Any]) -> list[str]:
