@@ -94,7 +94,9 @@ def check_overrides(argv: list[str]) -> str | None:
 
 def _terminate(signum: int, frame: Any) -> None:
     # Turn SIGTERM (scancel, kill, a launcher's timeout) into SystemExit, so that the MLflow run
-    # is closed as FAILED and temporary files are cleaned up instead of the process just vanishing.
+    # is closed as KILLED and temporary files are cleaned up instead of the process just vanishing.
+    # JAX's wait for a running computation (a minutes-long warm-up) checks for signals, so this
+    # also works mid-warm-up (tested); an XLA compilation does not, and defers it to its end.
     raise SystemExit(128 + signum)
 
 

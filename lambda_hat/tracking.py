@@ -121,7 +121,7 @@ class TrackedRun:
             self.client.log_artifact(self.run_id, str(path))
 
     def end(self, status: str) -> None:
-        """FINISHED (a tracking error surfaces here) or FAILED (the job's own error matters more)."""
+        """FINISHED (a tracking error surfaces here), FAILED or KILLED (the job's own error matters more)."""
         self._thread.join()
         if status == "FINISHED" and self._error is not None:
             raise self._error
@@ -131,7 +131,7 @@ class TrackedRun:
 
 @contextmanager
 def mlflow_run(cfg: DictConfig, launch_dir: Path, run_name: str) -> Iterator[TrackedRun | None]:
-    """An MLflow run for this job; it ends FINISHED, or FAILED if the body raises (Ctrl-C too).
+    """An MLflow run for this job; it ends FINISHED, FAILED if the body raises, KILLED on a signal.
 
     Yields the TrackedRun (None when tracking is disabled).
     """
@@ -141,6 +141,9 @@ def mlflow_run(cfg: DictConfig, launch_dir: Path, run_name: str) -> Iterator[Tra
     tracked = TrackedRun(cfg, launch_dir, run_name)
     try:
         yield tracked
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM turned into SystemExit by the app
+        tracked.end("KILLED")
+        raise
     except BaseException:
         tracked.end("FAILED")
         raise

@@ -41,3 +41,34 @@ def test_console_script_is_the_same_app(tmp_path: Path) -> None:
     assert exe is not None, "console script lambda-hat not installed"
     proc = _run([exe, "sampler.nm_chains=2"], tmp_path)
     assert proc.returncode == 2 and "sampler.nm_chains" in proc.stderr
+
+
+def test_sigterm_during_a_long_warmup_ends_the_job_and_its_mlflow_run(tmp_path: Path) -> None:
+    """kill/scancel must work while the main thread waits on one long compiled call (a warm-up):
+    the job exits with 128 + SIGTERM and its MLflow run is KILLED, not left RUNNING."""
+    import signal
+    import time
+
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "LAMBDA_HAT_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lambda_hat", "sampler=hmc", "model.widths=[4,6,4]", "data.n=100000",
+         "sampler.num_warmup=1000000", f"hydra.run.dir={run_dir}", "plots=false"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        log = run_dir / "app.log"
+        while not (log.exists() and "warm-up/adaptation" in log.read_text()):
+            assert proc.poll() is None and time.monotonic() < deadline, "the run did not reach its warm-up"
+            time.sleep(0.2)
+        time.sleep(1.0)  # inside the compiled warm-up call (a million steps: hours)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM  # without handling: hours
+    finally:
+        proc.kill()
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [r.info.status for r in runs] == ["KILLED"]

@@ -82,7 +82,7 @@ def test_interrupted_run_is_not_left_running(make_cfg, tmp_path: Path, monkeypat
     with pytest.raises(KeyboardInterrupt):
         run(make_cfg(*TINY, mlflow=True), tmp_path / "out", tmp_path)
     _, runs = _mlflow_runs(tmp_path)
-    assert [r.info.status for r in runs] == ["FAILED"]
+    assert [r.info.status for r in runs] == ["KILLED"]
 
 
 def test_short_run_warns_that_its_error_bar_is_unreliable(make_cfg, tmp_path: Path, caplog) -> None:
