@@ -22,6 +22,39 @@ def resolve_tracking_uri(configured: str | None, launch_dir: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(launch_dir / 'mlflow.db').resolve()}"
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a sqlite:/// tracking URI (None for other stores)."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def prepare_sqlite_store(db: Path) -> None:
+    """Create a fresh SQLite store once, atomically, however many jobs start at the same time.
+
+    MLflow creates and migrates the tables on first use, and concurrent first uses of one file
+    fail ("duplicate column name: step", alembic "expected to match one row"; mlflow#19943,
+    hydraflow#245: 0-1 of 6 simultaneous jobs got a run here). A job killed mid-way would also
+    leave a half-migrated store for all later jobs. So the first job builds the store in a
+    temporary file under a file lock and renames it into place; the others find it ready.
+    """
+    if db.exists():
+        return
+    from filelock import FileLock
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(db.with_name(db.name + ".lock"))):
+        if db.exists():
+            return
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        tmp = db.with_name(f".{db.name}.{os.getpid()}.tmp")
+        try:
+            store = SqlAlchemyStore(f"sqlite:///{tmp}", (db.parent / "mlruns").resolve().as_uri())
+            store.engine.dispose()
+            os.replace(tmp, db)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
 def flatten_config(cfg: DictConfig) -> dict[str, str]:
     """Dotted keys -> string values of the resolved config (lists kept as their YAML-ish repr)."""
     flat: dict[str, str] = {}
@@ -77,6 +110,9 @@ class TrackedRun:
             from mlflow import MlflowClient
             from mlflow.entities import Param
 
+            db = sqlite_path(self._uri)
+            if db is not None:
+                prepare_sqlite_store(db)
             client = MlflowClient(tracking_uri=self._uri)
             run = client.create_run(self._experiment_id(client), run_name=self._run_name)
             self.client, self.run_id = client, run.info.run_id
@@ -89,9 +125,9 @@ class TrackedRun:
         if experiment is not None:
             return experiment.experiment_id
         artifact_location = None
-        if self._uri.startswith("sqlite:///"):
+        db = sqlite_path(self._uri)
+        if db is not None:
             # Artifacts beside the database (MLflow would use ./mlruns of whatever cwd the job has).
-            db = Path(self._uri.removeprefix("sqlite:///"))
             artifact_location = (db.parent / "mlruns").resolve().as_uri()
         try:
             return client.create_experiment(self._experiment, artifact_location=artifact_location)
