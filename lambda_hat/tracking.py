@@ -27,6 +27,11 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
+def artifact_root(db: Path) -> str:
+    """Artifacts live beside the SQLite file (MLflow would use ./mlruns of whatever cwd a job has)."""
+    return (db.parent / "mlruns").resolve().as_uri()
+
+
 def prepare_sqlite_store(db: Path) -> None:
     """Create a fresh SQLite store once, atomically, however many jobs start at the same time.
 
@@ -48,7 +53,7 @@ def prepare_sqlite_store(db: Path) -> None:
 
         tmp = db.with_name(f".{db.name}.{os.getpid()}.tmp")
         try:
-            store = SqlAlchemyStore(f"sqlite:///{tmp}", (db.parent / "mlruns").resolve().as_uri())
+            store = SqlAlchemyStore(f"sqlite:///{tmp}", artifact_root(db))
             store.engine.dispose()
             os.replace(tmp, db)
         finally:
@@ -124,11 +129,8 @@ class TrackedRun:
         experiment = client.get_experiment_by_name(self._experiment)
         if experiment is not None:
             return experiment.experiment_id
-        artifact_location = None
         db = sqlite_path(self._uri)
-        if db is not None:
-            # Artifacts beside the database (MLflow would use ./mlruns of whatever cwd the job has).
-            artifact_location = (db.parent / "mlruns").resolve().as_uri()
+        artifact_location = None if db is None else artifact_root(db)
         try:
             return client.create_experiment(self._experiment, artifact_location=artifact_location)
         except Exception:  # created concurrently by another job
