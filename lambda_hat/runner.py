@@ -52,9 +52,11 @@ def summary_line(m: dict[str, Any]) -> str:
         truth = f" | true λ = {m['llc_true']:g}"
         if m.get("llc_rel_error") is not None:
             truth += f" ({100 * m['llc_rel_error']:+.1f}%)"
+    # warm-up/tuning (compile included) runs before sampling and can take as long
+    warmup = f"warm-up {m['warmup_time_s']:.2f}s + " if m.get("warmup_time_s") else ""
     return (
         f"{est}{truth} | {m['sampler']} on {m['model']} d={m['d']}, {m['chains_ok']}/{m['num_chains']} chains"
-        f" | sampling {m['wall_time_s']:.2f}s + compile {m['compile_time_s']:.2f}s | status {m['status']}"
+        f" | {warmup}sampling {m['wall_time_s']:.2f}s + compile {m['compile_time_s']:.2f}s | status {m['status']}"
         + (f" | {len(m['warnings'])} health warning(s) above" if m.get("warnings") else "")
     )
 

@@ -93,3 +93,13 @@ def test_short_run_warns_that_its_error_bar_is_unreliable(make_cfg, tmp_path: Pa
     assert any(w.startswith("ess_bulk") for w in m["warnings"]), m["warnings"]
     assert "health: ess_bulk" in caplog.text
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["warnings"] == m["warnings"]
+
+
+def test_summary_line_shows_warmup_time_when_there_was_one() -> None:
+    from lambda_hat.runner import summary_line
+
+    m = {"llc_mean": 8.1, "llc_sem": 0.2, "llc_true": 8, "llc_rel_error": 0.0125, "sampler": "nuts", "model": "dln",
+         "d": 48, "chains_ok": 4, "num_chains": 4, "wall_time_s": 105.8, "compile_time_s": 3.8, "status": "ok"}
+    assert "warm-up" not in summary_line(m)
+    line = summary_line({**m, "warmup_time_s": 98.4})
+    assert "warm-up 98.40s + sampling 105.80s + compile 3.80s" in line and line.startswith("λ̂ = 8.100 ± 0.200")
