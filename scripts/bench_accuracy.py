@@ -122,6 +122,7 @@ def run_net(
         f"seed={seed}",
         f"cache_dir={work / 'cache'}",
         f"compilation_cache_dir={args.xla_cache}",
+        *args.set,  # e.g. sampler.target_mala_accept=0.95: a variation on the protocol
     ]
     t0 = time.perf_counter()
     try:
@@ -215,6 +216,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=10_000, help="SGLD steps; the last 10%% are kept")
     p.add_argument("--out", type=Path, default=None, help="write per-net rows (.csv) or a report (.md)")
     p.add_argument("--xla-cache", default="/tmp/lh_bench_cache/xla", help="persistent XLA compilation cache")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="extra Hydra override for every run (repeatable), e.g. sampler.target_mala_accept=0.95",
+    )
     args = p.parse_args(argv)
     args.class_keys = [k.strip() for k in args.classes.split(",") if k.strip()]
     args.seeds = [int(x) for x in args.seed.split(",") if x.strip()]
