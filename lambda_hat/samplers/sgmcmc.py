@@ -81,13 +81,11 @@ def mala_acceptance(
 def build(cfg: Any, n: int) -> Kernel:
     """Kernel for cfg.name in NAMES; n is the data size (a minibatch gradient is batch/n FGE)."""
     name, eps0, batch = cfg.name, float(cfg.step_size), int(cfg.batch_size)
-    eps = eps0  # SGHMC/SGNHT: the fixed step h
     fge = batch / n
     mala_every = int(getattr(cfg, "mala_every", 0))
     target_accept = getattr(cfg, "target_mala_accept", None)
     tuned = target_accept is not None
     num_tune = int(getattr(cfg, "num_tune", 0))
-    da_init, da_update, da_final = dual_averaging_adaptation(float(target_accept or 0.0))
     langevin = overdamped_langevin()
 
     def init(key: jax.Array, w0: jax.Array, post: Posterior) -> SGMCMCState:
@@ -149,6 +147,7 @@ def build(cfg: Any, n: int) -> Kernel:
         MALA probability, so a too-large trial step is rejected instead of blowing the chain up.
         """
         dtype = state.position.dtype
+        da_init, da_update, da_final = dual_averaging_adaptation(float(target_accept))
         # Shrink towards the configured step, not 10x it (blackjax's HMC heuristic): a 10x SGLD
         # step can be past the explicit integrator's stability limit on stiff posteriors.
         da = da_init(eps0)._replace(mu=jnp.log(eps0))
@@ -171,6 +170,7 @@ def build(cfg: Any, n: int) -> Kernel:
 
     def momentum_step(key, state, post, t):
         del t
+        h = eps0  # the fixed step
         k_batch, k_noise = jax.random.split(key)
         w = state.position
         idx = _batch_idx(k_batch, post, batch)
@@ -178,10 +178,10 @@ def build(cfg: Any, n: int) -> Kernel:
         # SGHMC: constant friction alpha; SGNHT: the thermostat xi (starting at alpha) adapts it.
         friction = cfg.alpha if name == "sghmc" else state.v
         noise = jax.random.normal(k_noise, w.shape, w.dtype)
-        p = (1.0 - friction * eps) * state.m - eps * grad_u + jnp.sqrt(2.0 * cfg.alpha * eps) * noise
-        new_w = w + eps * p  # drift with the new momentum (symplectic Euler)
+        p = (1.0 - friction * h) * state.m - h * grad_u + jnp.sqrt(2.0 * cfg.alpha * h) * noise
+        new_w = w + h * p  # drift with the new momentum (symplectic Euler)
         kinetic = jnp.mean(p**2)
-        xi = state.v if name == "sghmc" else state.v + eps * (kinetic - 1.0)
+        xi = state.v if name == "sghmc" else state.v + h * (kinetic - 1.0)
         extras = {"kinetic_temperature": kinetic}  # ≈ 1 when the momentum is thermalised
         return SGMCMCState(new_w, p, xi, state.t + 1), StepInfo(loss, jnp.asarray(fge, w.dtype), extras)
 
