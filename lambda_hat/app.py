@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import signal
 import sys
 from pathlib import Path
 from collections.abc import Sequence
-from typing import Any
 
 import hydra
 from hydra import compose, initialize_config_dir
@@ -21,7 +19,7 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from lambda_hat.config import ConfigError, register_configs, validate
+from lambda_hat.config import RENAMED_KEYS, ConfigError, register_configs, validate
 
 log = logging.getLogger("lambda_hat")
 
@@ -31,10 +29,12 @@ CONF_DIR = _PKG_CONF if _PKG_CONF.is_dir() else Path(__file__).resolve().parent.
 register_configs()
 
 
-def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
+def compose_config(
+    overrides: Sequence[str] = (), config_dir: Path | str | None = None, config_name: str = "config"
+) -> DictConfig:
     """The config the CLI would compose for these overrides (for scripts, tests and notebooks)."""
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+    with initialize_config_dir(str(Path(config_dir or CONF_DIR).resolve()), version_base="1.3"):
+        return compose(config_name, overrides=list(overrides))
 
 
 def describe_error(exc: BaseException) -> str:
@@ -50,14 +50,56 @@ def describe_error(exc: BaseException) -> str:
         msg = str(getattr(cause, "msg", "") or cause).splitlines()[0]
         obj = getattr(cause, "object_type", None)
         if "not in" in msg and obj is not None and dataclasses.is_dataclass(obj):
+            leaf = str(key).rsplit(".", 1)[-1]
+            name = getattr(obj, "name", None)
+            new = RENAMED_KEYS.get((name if isinstance(name, str) else "", leaf))
+            if new is not None:
+                return f"{key}: renamed; use {str(key).rsplit('.', 1)[0]}.{new}"
             allowed = ", ".join(f.name for f in dataclasses.fields(obj))
             return f"{key}: unknown key; allowed keys here: {allowed}"
         return f"{key}: {msg}"
     return " ".join(str(exc).split())
 
 
-_VALUE_FLAGS = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}
-_PASS_THROUGH = {"--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc", "--version"}
+_VALUE_FLAGS = {
+    "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun",
+    "--cfg", "-c", "--package", "-p", "--info", "-i",
+}  # fmt: skip
+_PASS_THROUGH = {"--hydra-help", "--shell-completion", "-sc", "--version", "--experimental-rerun"}
+
+
+def _split_argv(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    """Hydra's flags (with their values) and the overrides of a command line."""
+    flags: dict[str, str] = {}
+    overrides: list[str] = []
+    it = iter(argv)
+    for a in it:
+        if a.startswith("-"):
+            name, eq, value = a.partition("=")
+            if name in _VALUE_FLAGS and not eq:
+                value = next(it, "")
+                if name in ("--info", "-i") and "=" in value:  # --info takes an optional value
+                    overrides.append(value)
+                    value = ""
+            flags[name] = value
+        else:
+            overrides.append(a)
+    return flags, overrides
+
+
+def _parse_one(override: str) -> str | None:
+    """One line naming the key of an override Hydra's grammar rejects, or None if it parses."""
+    try:
+        OverridesParser.create().parse_overrides([override])
+    except HydraException as e:
+        key = override.split("=", 1)[0] if "=" in override else override
+        reason = " ".join(str(e).split())
+        reason = reason.split(" See https://")[0].removeprefix(f"Error parsing override '{override}' ")
+        return (
+            f"{key}: cannot parse {override!r} ({reason}); lists are [a,b], quote values with spaces "
+            "or brackets, e.g. 'model.widths=[10,20,20,10]'"
+        )
+    return None
 
 
 def check_overrides(argv: list[str]) -> str | None:
@@ -65,14 +107,16 @@ def check_overrides(argv: list[str]) -> str | None:
 
     Runs before Hydra launches anything, so typos fail fast with one line. For sweeps the first
     value of each discrete sweep is checked; the sweeper and each job still validate every value.
+    A config named with -cp/-cd/-cn is composed and checked the same way.
     """
-    if any(a in _PASS_THROUGH or a.split("=")[0] in _VALUE_FLAGS for a in argv):
+    flags, overrides = _split_argv(argv)
+    if any(f in _PASS_THROUGH for f in flags):
         return None
-    overrides = [a for a in argv if not a.startswith("-")]
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except HydraException as e:
-        return describe_error(e)
+    for ov in overrides:
+        error = _parse_one(ov)
+        if error is not None:
+            return error
+    parsed = OverridesParser.create().parse_overrides(overrides)
     single: list[str] = []
     for ov in parsed:
         if ov.get_key_element().startswith("hydra"):
@@ -85,43 +129,106 @@ def check_overrides(argv: list[str]) -> str | None:
             single.append(f"{ov.get_key_element()}={first}")
         else:
             single.append(ov.input_line)
+    config_dir = flags.get("--config-dir") or flags.get("-cd") or flags.get("--config-path") or flags.get("-cp")
+    config_name = flags.get("--config-name") or flags.get("-cn") or "config"
     try:
-        validate(compose_config(single))
+        cfg = compose_config(single, config_dir=config_dir, config_name=config_name)
+        validate(cfg)
     except (HydraException, OmegaConfBaseException, ConfigError) as e:
         return describe_error(e)
+    if cfg.mlflow.enabled:
+        from lambda_hat import tracking
+
+        try:
+            tracking.check_store(tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri, Path.cwd()))
+        except tracking.TrackingError as e:
+            return str(e)
     return None
-
-
-def _terminate(signum: int, frame: Any) -> None:
-    # Turn SIGTERM (scancel, kill, a launcher's timeout) into SystemExit, so that the MLflow run
-    # is closed as KILLED and temporary files are cleaned up instead of the process just vanishing.
-    # JAX's wait for a running computation (a minutes-long warm-up) checks for signals, so this
-    # also works mid-warm-up (tested); an XLA compilation does not, and defers it to its end.
-    raise SystemExit(128 + signum)
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def hydra_app(cfg: DictConfig) -> float | None:
+    from lambda_hat import signals
     from lambda_hat.devices import configure_cpu_devices
 
-    # Before the runner's imports: importing blackjax starts JAX, which fixes the device count.
-    configure_cpu_devices(cfg.cpu_devices)
-    # Hydra logs at INFO; JAX's backend probe would print "Unable to initialize backend 'tpu'".
-    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
-    from lambda_hat.runner import run, summary_line  # after Hydra set up logging
+    # Here, not only in main(): a launcher's worker (submitit) calls this function directly.
+    with signals.terminate_on_signals():
+        # Before the runner's imports: importing blackjax starts JAX, which fixes the device count.
+        configure_cpu_devices(cfg.cpu_devices)
+        # Hydra logs at INFO; JAX's backend probe would print "Unable to initialize backend 'tpu'".
+        logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
+        from lambda_hat.runner import run, summary_line  # after Hydra set up logging
+        from lambda_hat.tracking import TrackingError
 
-    out_dir = Path(HydraConfig.get().runtime.output_dir)
-    launch_dir = Path(hydra.utils.get_original_cwd())
-    metrics = run(cfg, out_dir, launch_dir)
-    print(summary_line(metrics), flush=True)
-    return metrics["llc_mean"]
+        from lambda_hat.outputs import write_failure
+
+        out_dir = Path(HydraConfig.get().runtime.output_dir)
+        launch_dir = Path(hydra.utils.get_original_cwd())
+        try:
+            metrics = run(cfg, out_dir, launch_dir)
+        except TrackingError as e:
+            # The estimate's files are on disk; say so in one line instead of a traceback.
+            log.error("tracking failed: %s", e)
+            print(f"lambda_hat: error: {e}; the results are in {out_dir}", file=sys.stderr, flush=True)
+            raise SystemExit(3) from None
+        except (KeyboardInterrupt, SystemExit) as e:
+            write_failure(out_dir, "killed", f"interrupted ({type(e).__name__} {getattr(e, 'code', '')})".strip())
+            raise
+        except BaseException as e:
+            # A sweep's table shows this job as a failed row with this message.
+            write_failure(out_dir, "failed", describe_error(e))
+            raise
+        print(summary_line(metrics), flush=True)
+        return metrics["llc_mean"]
+
+
+def help_text() -> str:
+    """lambda_hat's own --help: groups, presets, the main knobs and examples."""
+    from lambda_hat.registry import ESTIMATORS
+
+    def presets(group: str) -> str:
+        return ", ".join(sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")))
+
+    families = {}
+    for name, e in ESTIMATORS.items():
+        families.setdefault(e.family, []).append(name)
+    fam = "; ".join(f"{k}: {', '.join(v)}" for k, v in families.items())
+    return f"""lambda_hat: estimate the local learning coefficient (LLC, λ̂) of a neural network.
+
+usage: python -m lambda_hat [KEY=VALUE ...]            one estimate
+       python -m lambda_hat --multirun KEY=A,B ...     a sweep (one job per combination)
+       python -m lambda_hat --cfg job [KEY=VALUE ...]  print the composed config and exit
+
+config groups (choose a preset with GROUP=PRESET):
+  model      {presets("model")}   (model.widths=[in,...,out], model.true_rank)
+  data       {presets("data")}   (data.n, data.input_dist, data.noise_std)
+  posterior  {presets("posterior")}   (posterior.beta0: β = beta0 / log n, posterior.gamma)
+  sampler    {presets("sampler")}
+             ({fam})
+  training   {presets("training")}   (how w* is found for model=mlp)
+
+main knobs: sampler.num_chains, sampler.num_steps, sampler.num_burnin (or burnin_fraction),
+  sampler.step_size, sampler.batch_size, sampler.target_mala_accept (SGLD family),
+  sampler.num_warmup (hmc, nuts), seed, target_seed, mlflow.enabled, plots, progress
+
+examples:
+  python -m lambda_hat sampler=hmc
+  python -m lambda_hat model.widths=[10,20,15,10] model.true_rank=4 sampler=rmsprop_sgld seed=3
+  python -m lambda_hat --multirun sampler=sgld,hmc seed=0,1,2
+
+Every key with its type and default: python -m lambda_hat --cfg job; Hydra's own options: --hydra-help.
+Outputs go to outputs/<date>/<time>/ (metrics.json, trace.parquet, plots); MLflow to ./mlflow.db.
+"""
 
 
 def main() -> None:
     """Console entry point (`lambda-hat`, `python -m lambda_hat`)."""
-    error = check_overrides(sys.argv[1:])
+    argv = sys.argv[1:]
+    if any(a in ("--help", "-h") for a in argv):
+        print(help_text())
+        return
+    error = check_overrides(argv)
     if error is not None:
         print(f"lambda_hat: error: {error}", file=sys.stderr)
         sys.exit(2)
-    signal.signal(signal.SIGTERM, _terminate)
     hydra_app()

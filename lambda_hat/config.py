@@ -23,7 +23,12 @@ class DLNModelConfig:
 
     name: str = "dln"
     widths: list[int] = field(default_factory=lambda: [10, 20, 20, 10])
-    true_rank: Optional[int] = None  # rank of the teacher product W_L...W_1; None = generic
+    true_rank: Optional[int] = None  # rank of the teacher product W_1...W_L; None = full; 0 = zero map
+    # Where a reduced-rank teacher sits in the fiber of its product: "top" (a generic point of a
+    # top-dimensional component: local λ = Aoyagi's λ), "first_layer" (rank imposed on the first
+    # layer, the other layers generic) or "truncate_layers" (every layer truncated to rank r, as
+    # in Lau et al.'s experiments). llc_true is the local λ where a Hessian-rank check proves it.
+    teacher: str = "top"
 
 
 @dataclass
@@ -39,7 +44,16 @@ class MLPModelConfig:
     teacher_bias: Optional[bool] = None
 
 
+@dataclass
+class PolynomialModelConfig:
+    """f(x) = x · ∏ w_i^{p_i} at w* = 0: λ = 1 / (2 max p_i) (targets/polynomial.py)."""
+
+    name: str = "polynomial"
+    exponents: list[int] = field(default_factory=lambda: [1, 2])
+
+
 ACTIVATIONS = ("tanh", "relu", "gelu", "sigmoid", "identity")
+TEACHERS = ("top", "first_layer", "truncate_layers")
 
 # ---------------------------------------------------------------- data
 
@@ -65,6 +79,10 @@ class PosteriorConfig:
 
     beta0: float = 1.0  # beta = beta0 / log n
     gamma: float = 1.0
+    # Models linear in x (DLN): full-data losses from the Gram matrix XᵀX/n — the same value, at a
+    # cost independent of n. false = sum over the rows, as a nonlinear model must (to time
+    # full-batch samplers as they would scale). Minibatch losses always use rows.
+    gram_loss: bool = True
 
 
 # ---------------------------------------------------------------- training (trained targets)
@@ -95,8 +113,11 @@ class SamplerConfig:
     name: str = MISSING
     num_chains: int = 4
     num_steps: int = 1000
-    num_burnin: int = 0  # first steps discarded from the estimate
-    thinning: int = 1  # keep every k-th step in the trace
+    # First steps discarded from the estimate: num_burnin if set, else burnin_fraction x num_steps
+    # (so that changing num_steps alone keeps a valid run).
+    num_burnin: Optional[int] = None
+    burnin_fraction: float = 0.0
+    thinning: int = 1  # keep every k-th step in the trace; must divide num_steps
     dtype: str = "float32"
 
 
@@ -107,18 +128,18 @@ class SGMCMCConfig(SamplerConfig):
     step_size: float = 5e-7  # SGLD family: epsilon in w <- w - eps/2 * grad U + sqrt(eps) * xi
     batch_size: int = 500
     num_steps: int = 10_000
-    num_burnin: int = 9_000
-    mala_every: int = 100  # MALA acceptance diagnostic every k steps (0 = off)
+    burnin_fraction: float = 0.9  # Lau et al. keep the last 10%
 
 
 @dataclass
 class LangevinConfig(SGMCMCConfig):
-    """The SGLD family. step_size is fixed (Lau et al.'s protocol) unless target_mala_accept is set:
-    then each chain first spends num_tune steps tuning it, starting from step_size, by dual
-    averaging to that MALA acceptance (those steps are warm-up work, not part of num_steps)."""
+    """The SGLD family. Each chain first spends num_tune steps tuning step_size (starting from
+    it) by dual averaging to the MALA acceptance target_mala_accept (warm-up work, not part of
+    num_steps); null = fixed step (Lau et al.'s protocol, preset sgld_lau)."""
 
-    target_mala_accept: Optional[float] = None
+    target_mala_accept: Optional[float] = 0.95
     num_tune: int = 1000
+    mala_every: int = 100  # MALA acceptance diagnostic every k steps (0 = off)
 
 
 @dataclass
@@ -131,7 +152,8 @@ class RMSPropSGLDConfig(LangevinConfig):
     """pSGLD (Li et al. 2016) with moments of the loss gradient only (Hitchcock & Hoogland 2025)."""
 
     name: str = "rmsprop_sgld"
-    alpha: float = 0.99  # decay of the squared-gradient average
+    step_size: float = 5e-8  # the preconditioner scales the step by up to 1/eps
+    decay: float = 0.99  # of the squared-gradient average (RMSprop's alpha, optax's decay)
     eps: float = 0.1  # added to sqrt(v); bounds the preconditioner by 1/eps
 
 
@@ -143,6 +165,7 @@ class AdamSGLDConfig(LangevinConfig):
     """
 
     name: str = "adam_sgld"
+    step_size: float = 5e-8
     beta1: float = 0.0
     beta2: float = 0.999
     eps: float = 0.1
@@ -150,22 +173,20 @@ class AdamSGLDConfig(LangevinConfig):
 
 @dataclass
 class SGHMCConfig(SGMCMCConfig):
-    """SGHMC (Chen et al. 2014), blackjax parametrisation: w <- w + h p, friction alpha."""
+    """SGHMC (Chen et al. 2014), blackjax parametrisation: w <- w + h p, friction (blackjax's alpha)."""
 
     name: str = "sghmc"
     step_size: float = 3e-4  # h (SGLD's epsilon corresponds to about h^2)
-    alpha: float = 100.0  # friction; (1 - alpha h) p per step; large damps minibatch-noise heating
-    mala_every: int = 0  # not a Langevin proposal
+    friction: float = 100.0  # (1 - friction h) p per step; large damps minibatch-noise heating
 
 
 @dataclass
 class SGNHTConfig(SGMCMCConfig):
-    """SG Nosé-Hoover thermostat (Ding et al. 2014), blackjax parametrisation; xi starts at alpha."""
+    """SG Nosé-Hoover thermostat (Ding et al. 2014), blackjax parametrisation; xi starts at friction."""
 
     name: str = "sgnht"
     step_size: float = 3e-4
-    alpha: float = 100.0
-    mala_every: int = 0
+    friction: float = 100.0  # injected-noise level and the thermostat's initial value
 
 
 @dataclass
@@ -279,31 +300,38 @@ class Config:
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
-    "model": {"dln": DLNModelConfig, "mlp": MLPModelConfig},
+    "model": {"dln": DLNModelConfig, "mlp": MLPModelConfig, "polynomial": PolynomialModelConfig},
     "data": {"data": DataConfig},
     "posterior": {"posterior": PosteriorConfig},
     "training": {"training": TrainingConfig},
-    "sampler": {
-        "sgld": SGLDConfig,
-        "rmsprop_sgld": RMSPropSGLDConfig,
-        "adam_sgld": AdamSGLDConfig,
-        "sghmc": SGHMCConfig,
-        "sgnht": SGNHTConfig,
-        "hmc": HMCConfig,
-        "nuts": NUTSConfig,
-        "mclmc": MCLMCConfig,
-        "adjusted_mclmc": AdjustedMCLMCConfig,
-    },
+}
+# The sampler schemas are those of lambda_hat.registry (one list of estimators).
+
+# Keys renamed so that a name means one thing; the old spelling gets a pointer, not "unknown key".
+RENAMED_KEYS = {
+    ("sghmc", "alpha"): "friction",
+    ("sgnht", "alpha"): "friction",
+    ("rmsprop_sgld", "alpha"): "decay",
 }
 
 
 def register_configs() -> None:
     """Register the root schema and every group schema (under ``schema/<group>``)."""
+    from lambda_hat.registry import ESTIMATORS
+
     cs = ConfigStore.instance()
     cs.store(name="lambda_hat_schema", node=Config)
-    for group, schemas in SCHEMAS.items():
+    groups = {**SCHEMAS, "sampler": {name: e.schema for name, e in ESTIMATORS.items()}}
+    for group, schemas in groups.items():
         for name, node in schemas.items():
             cs.store(group=f"schema/{group}", name=name, node=node)
+
+
+def burnin_steps(sampler: Any) -> int:
+    """Steps discarded from the estimate: num_burnin if set, else burnin_fraction x num_steps."""
+    if sampler.num_burnin is not None:
+        return int(sampler.num_burnin)
+    return int(sampler.burnin_fraction * sampler.num_steps)
 
 
 # ---------------------------------------------------------------- validation
@@ -342,16 +370,21 @@ def _one_of(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> None:
 def validate(cfg: DictConfig) -> None:
     """Check ranges and cross-field constraints; raise ConfigError on the first violation."""
     model, data, sampler = cfg.model, cfg.data, cfg.sampler
-    widths = list(model.widths)
+    if model.name == "polynomial":
+        exps = list(model.exponents)
+        _require(len(exps) >= 1 and all(p >= 1 for p in exps), "model.exponents", exps, "needs one or more integers >= 1")
+    widths = list(model.widths) if "widths" in model else [1, 1]
     _require(len(widths) >= 2, "model.widths", widths, "needs at least an input and an output width")
     _require(all(w >= 1 for w in widths), "model.widths", widths, "all widths must be >= 1")
     if model.name == "dln" and model.true_rank is not None:
         _require(
-            1 <= model.true_rank <= min(widths),
+            0 <= model.true_rank <= min(widths),
             "model.true_rank",
             model.true_rank,
-            f"must be in [1, {min(widths)}] (the narrowest width of {widths})",
+            f"must be in [0, {min(widths)}] (0 = the zero map; {min(widths)} = the narrowest width of {widths})",
         )
+    if model.name == "dln":
+        _one_of(cfg, "model.teacher", TEACHERS)
     if model.name == "mlp":
         _one_of(cfg, "model.activation", ACTIVATIONS)
         if model.teacher_activation is not None:
@@ -380,17 +413,27 @@ def validate(cfg: DictConfig) -> None:
     _positive(cfg, "sampler.num_steps", integer=True)
     _positive(cfg, "sampler.thinning", integer=True)
     _require(
-        0 <= sampler.num_burnin < sampler.num_steps,
-        "sampler.num_burnin",
-        sampler.num_burnin,
-        f"must be in [0, sampler.num_steps={sampler.num_steps})",
-    )
-    kept = sampler.num_steps - sampler.num_burnin
-    _require(
-        kept // sampler.thinning >= 4,
+        sampler.num_steps % sampler.thinning == 0,
         "sampler.thinning",
         sampler.thinning,
-        f"must leave >= 4 draws after burn-in ({kept} steps kept)",
+        f"must divide sampler.num_steps={sampler.num_steps} (every step run is counted)",
+    )
+    if sampler.num_burnin is not None:
+        _require(
+            0 <= sampler.num_burnin < sampler.num_steps,
+            "sampler.num_burnin",
+            sampler.num_burnin,
+            f"must be in [0, sampler.num_steps={sampler.num_steps}), or null (burnin_fraction)",
+        )
+    _require(
+        0 <= sampler.burnin_fraction < 1, "sampler.burnin_fraction", sampler.burnin_fraction, "must be in [0, 1)"
+    )
+    kept = sampler.num_steps - burnin_steps(sampler)
+    _require(
+        kept // sampler.thinning >= 4,
+        "sampler.thinning" if sampler.thinning > 1 else "sampler.num_steps",
+        sampler.thinning if sampler.thinning > 1 else sampler.num_steps,
+        f"must leave >= 4 draws after burn-in ({kept} steps kept, thinning {sampler.thinning})",
     )
     if "batch_size" in sampler:
         _positive(cfg, "sampler.step_size")
@@ -401,20 +444,21 @@ def validate(cfg: DictConfig) -> None:
             sampler.batch_size,
             f"must be <= data.n={data.n}",
         )
+    if "mala_every" in sampler:
         _require(sampler.mala_every >= 0, "sampler.mala_every", sampler.mala_every, "must be >= 0 (0 = off)")
     if "target_mala_accept" in sampler:
         target = sampler.target_mala_accept
         _require(target is None or 0 < target < 1, "sampler.target_mala_accept", target, "must be in (0, 1) or null (fixed step)")
         _positive(cfg, "sampler.num_tune", integer=True)
-    for key in ("alpha", "beta1", "beta2"):
-        if key in sampler and sampler.name not in ("sghmc", "sgnht"):
+    for key in ("decay", "beta1", "beta2"):
+        if key in sampler:
             v = sampler[key]
             _require(0 <= v < 1, f"sampler.{key}", v, "must be in [0, 1)")
-    if sampler.name in ("sghmc", "sgnht"):
+    if "friction" in sampler:
         _require(
-            0 <= sampler.alpha * sampler.step_size < 1,
-            "sampler.alpha",
-            sampler.alpha,
+            0 <= sampler.friction * sampler.step_size < 1,
+            "sampler.friction",
+            sampler.friction,
             f"friction x step must be in [0, 1) (step_size={sampler.step_size})",
         )
     if "eps" in sampler:

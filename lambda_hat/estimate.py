@@ -80,9 +80,11 @@ def e_bfmi(energy: np.ndarray) -> np.ndarray:
     Two lines of numpy; blackjax has no E-BFMI and arviz would be a heavy dependency for it.
     """
     energy = np.asarray(energy, dtype=np.float64)
-    num = np.sum(np.diff(energy, axis=1) ** 2, axis=1)
-    den = np.sum((energy - energy.mean(axis=1, keepdims=True)) ** 2, axis=1)
-    return num / np.where(den > 0, den, np.nan)
+    with np.errstate(over="ignore", invalid="ignore"):  # a chain with a runaway energy gets NaN
+        num = np.sum(np.diff(energy, axis=1) ** 2, axis=1)
+        den = np.sum((energy - energy.mean(axis=1, keepdims=True)) ** 2, axis=1)
+        out = num / np.where(den > 0, den, np.nan)
+    return np.where(np.isfinite(out), out, np.nan)
 
 
 def sampler_diagnostics(trace: Any, thinning: int) -> dict[str, Any]:

@@ -27,6 +27,20 @@ def write_metrics(out_dir: Path, metrics: dict[str, Any]) -> Path:
     return path
 
 
+def write_failure(out_dir: Path, status: str, error: str) -> Path:
+    """failure.json: why a job produced no metrics.json ("failed" or "killed"), for the sweep table."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "failure.json"
+    _atomic_write_text(path, json.dumps({"status": status, "error": error}, indent=2) + "\n")
+    return path
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    """Any small JSON record, written atomically."""
+    _atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    return path
+
+
 def write_resolved_config(out_dir: Path, cfg: DictConfig) -> Path:
     path = out_dir / "config_resolved.yaml"
     _atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))

@@ -1,29 +1,42 @@
 """One LLC estimate, end to end: config -> target -> posterior -> sampler -> estimate -> outputs.
 
-This is the library entry point (no Hydra here): ``run(cfg, out_dir, launch_dir)`` takes a
-composed config and returns the metrics it also writes to ``out_dir``.
+This is the library entry point (no Hydra here): ``prepare(cfg)`` builds the target and the
+posterior an estimator runs on (scripts and tests use it too), and ``run(cfg, out_dir,
+launch_dir)`` takes a composed config and returns the metrics it also writes to ``out_dir``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import jax
 from omegaconf import DictConfig
 
-from lambda_hat import outputs, tracking
-from lambda_hat.config import validate
+from lambda_hat import outputs, registry, tracking
+from lambda_hat.config import burnin_steps, validate
 from lambda_hat.devices import configure_cpu_devices
 from lambda_hat.estimate import efficiency, estimate_llc, health_warnings, sampler_diagnostics
-from lambda_hat.posterior import make_posterior
+from lambda_hat.posterior import Posterior, make_posterior
 from lambda_hat.samplers import build_kernel
 from lambda_hat.samplers.driver import run_chains
-from lambda_hat.targets import build_target, store
+from lambda_hat.targets import Target, build_target, store
 
 log = logging.getLogger(__name__)
+
+# What each time in metrics.json covers (written beside them, so a reader need not guess).
+TIMING_NOTES = {
+    "sampling_time_s": "the compiled sampling loop (burn-in included), nothing else running",
+    "warmup_time_s": "the compiled warm-up/tuning loop, nothing else running",
+    "compile_time_s": "compiling the sampling loop (partly from the persistent XLA cache)",
+    "warmup_compile_time_s": "compiling the warm-up loop",
+    "target_time_s": "building or loading the target (overlaps MLflow set-up)",
+    "total_time_s": "the whole job up to writing metrics.json",
+}
 
 
 class RunFailed(RuntimeError):
@@ -41,6 +54,22 @@ def configure_compilation_cache(cfg: DictConfig) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 
+@contextlib.contextmanager
+def precision(cfg: DictConfig) -> Iterator[None]:
+    """The sampler's precision for the block (x64 never leaks into the next job of a process)."""
+    with jax.enable_x64(cfg.sampler.dtype == "float64"):
+        yield
+
+
+def prepare(cfg: DictConfig, target: Target | None = None) -> tuple[Target, Posterior]:
+    """The target (built or cached) and the posterior an estimator samples; call inside precision(cfg)."""
+    if target is None:
+        target = build_target(cfg, cache_dir_of(cfg))
+    p = cfg.posterior
+    posterior = make_posterior(target, p.beta0, p.gamma, cfg.sampler.dtype, gram_loss=bool(p.gram_loss))
+    return target, posterior
+
+
 def summary_line(m: dict[str, Any]) -> str:
     """The one-line result printed last: λ̂ ± se, the true λ when known, and the time."""
     if m["llc_mean"] is None:
@@ -52,43 +81,117 @@ def summary_line(m: dict[str, Any]) -> str:
         truth = f" | true λ = {m['llc_true']:g}"
         if m.get("llc_rel_error") is not None:
             truth += f" ({100 * m['llc_rel_error']:+.1f}%)"
-    # warm-up/tuning (compile included) runs before sampling and can take as long
+    elif m.get("llc_global") is not None:  # a teacher whose local λ no check proves
+        truth = f" | local λ unknown (Aoyagi's global λ = {m['llc_global']:g})"
+    # warm-up/tuning runs before sampling and can take as long
     warmup = f"warm-up {m['warmup_time_s']:.2f}s + " if m.get("warmup_time_s") else ""
+    compile_s = m["compile_time_s"] + (m.get("warmup_compile_time_s") or 0.0)
     return (
         f"{est}{truth} | {m['sampler']} on {m['model']} d={m['d']}, {m['chains_ok']}/{m['num_chains']} chains"
-        f" | {warmup}sampling {m['wall_time_s']:.2f}s + compile {m['compile_time_s']:.2f}s | status {m['status']}"
+        f" | {warmup}sampling {m['sampling_time_s']:.2f}s + compile {compile_s:.2f}s | status {m['status']}"
         + (f" | {len(m['warnings'])} health warning(s) above" if m.get("warnings") else "")
     )
 
 
+def _time_gradient(posterior: Posterior, repeats: int = 3, per_call: int = 20) -> float:
+    """Seconds per full-data gradient of the log density: a compiled loop of per_call gradients
+    (so dispatch overhead is not counted), median of a few calls."""
+
+    def many(w: jax.Array) -> jax.Array:
+        return jax.lax.fori_loop(0, per_call, lambda _, v: v + 1e-30 * jax.grad(posterior.logdensity)(v), w)
+
+    fn = jax.jit(many)
+    fn(posterior.w_star).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(posterior.w_star).block_until_ready()
+        times.append((time.perf_counter() - start) / per_call)
+    return sorted(times)[len(times) // 2]
+
+
+def _fmt_s(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+COST_KNOBS = {
+    "hmc": "sampler.num_warmup, sampler.num_steps, sampler.num_integration_steps",
+    "nuts": "sampler.max_tree_depth, sampler.num_warmup, sampler.num_steps",
+    "mclmc": "sampler.num_steps",
+    "adjusted_mclmc": "sampler.num_steps",
+}
+
+
+def log_cost_estimate(cfg: DictConfig, posterior: Posterior, devices: int) -> dict[str, Any]:
+    """Time a few full-data gradients and say up front what a full-batch run will cost."""
+    spec = registry.get(cfg.sampler.name)
+    budget = spec.gradients_per_chain(cfg.sampler)
+    if budget is None:
+        return {}
+    expected, upper = budget
+    per_grad = _time_gradient(posterior)
+    chains = int(cfg.sampler.num_chains)
+    # chains run in parallel over the devices, vmapped within one
+    scale = per_grad * chains / max(1, devices)
+    parts = [f"1 full-data gradient = {1e3 * per_grad:.2f} ms"]
+    if expected is not None:
+        parts.append(f"{chains} chains x {expected:,.0f} gradients ~ {_fmt_s(expected * scale)}")
+    if upper is not None and upper != expected:
+        parts.append(f"at most {upper:,.0f} gradients per chain ~ {_fmt_s(upper * scale)}")
+    knobs = COST_KNOBS.get(cfg.sampler.name, "sampler.num_steps")
+    if not cfg.posterior.gram_loss or posterior.gram is None:
+        knobs += ", data.n"
+    log.info("[%s] cost estimate: %s (on %d device(s)); shorten with %s", cfg.sampler.name, "; ".join(parts), devices, knobs)
+    return {"seconds_per_gradient": per_grad, "estimated_time_s": None if expected is None else expected * scale}
+
+
 def run(cfg: DictConfig, out_dir: Path, launch_dir: Path) -> dict[str, Any]:
-    """Run one estimate described by cfg, writing its files to out_dir; returns the metrics."""
+    """Run one estimate described by cfg, writing its files to out_dir; returns the metrics.
+
+    Raises RunFailed when every chain diverged and tracking.TrackingError when MLflow fails
+    (in both cases after the files are written).
+    """
     validate(cfg)
-    started = time.perf_counter()
+    started_wall, started = time.time(), time.perf_counter()
+    if cfg.mlflow.enabled:
+        tracking.check_store(tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri, launch_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
     # Importing this module (blackjax) has started JAX already, so this cannot change the device
     # count any more; the app sets it before that import. Here it says once if it differs.
     configure_cpu_devices(cfg.cpu_devices)
     configure_compilation_cache(cfg)
     s = cfg.sampler
+    spec = registry.get(s.name)
     run_name = f"{s.name}-{cfg.model.name}-seed{cfg.seed}"
-    with tracking.mlflow_run(cfg, launch_dir, run_name) as tracked:
+    record = out_dir / "mlflow_run.json"
+    with tracking.mlflow_run(cfg, launch_dir, run_name, started_wall, record) as tracked:
+        wait_for_tracking = tracked.wait if tracked is not None else (lambda: None)
         t0 = time.perf_counter()
         target = build_target(cfg, cache_dir_of(cfg))
         target_time = time.perf_counter() - t0
-        with jax.enable_x64(s.dtype == "float64"):
-            posterior = make_posterior(target, cfg.posterior.beta0, cfg.posterior.gamma, s.dtype)
+        with precision(cfg):
+            target, posterior = prepare(cfg, target)
             kernel = build_kernel(s, posterior.n)
+            cost: dict[str, Any] = {}
+            if spec.family == "full_batch" and cfg.progress:
+                wait_for_tracking()  # the gradient timing is the estimator's too
+                from lambda_hat.devices import chain_mesh
+
+                mesh = chain_mesh(int(s.num_chains))
+                cost = log_cost_estimate(cfg, posterior, 1 if mesh is None else int(mesh.devices.size))
             trace = run_chains(
                 kernel,
                 posterior,
                 jax.random.key(cfg.seed, impl=cfg.prng_impl),
                 num_chains=s.num_chains,
                 num_steps=s.num_steps,
-                num_burnin=s.num_burnin,
+                num_burnin=burnin_steps(s),
                 thinning=s.thinning,
                 progress=cfg.progress,
                 label=s.name,
+                before_timed=wait_for_tracking,
             )
             nbeta, L0 = float(posterior.nbeta), float(posterior.L0)
         est = estimate_llc(trace.loss, trace.num_burnin_draws, nbeta, L0, target.llc_true)
@@ -96,7 +199,9 @@ def run(cfg: DictConfig, out_dir: Path, launch_dir: Path) -> dict[str, Any]:
             **est,
             **efficiency(est, trace),
             **sampler_diagnostics(trace, s.thinning),
+            **cost,
             "sampler": s.name,
+            "family": spec.family,
             "model": cfg.model.name,
             "target_id": target.target_id,
             "seed": int(cfg.seed),
@@ -106,15 +211,19 @@ def run(cfg: DictConfig, out_dir: Path, launch_dir: Path) -> dict[str, Any]:
             "nbeta": nbeta,
             "gamma": float(cfg.posterior.gamma),
             "beta0": float(cfg.posterior.beta0),
+            "gram_loss": posterior.gram is not None,
             "L0": L0,
             "num_chains": int(s.num_chains),
             "num_steps": int(s.num_steps),
+            "num_burnin": burnin_steps(s),
+            "num_warmup_steps": trace.num_warmup_steps,
             "n_fge": trace.n_fge,
             "n_fge_warmup": trace.n_fge_warmup,
-            "wall_time_s": trace.sampling_time_s,
+            "sampling_time_s": trace.sampling_time_s,
             "compile_time_s": trace.compile_time_s,
             "warmup_time_s": trace.warmup_time_s,
             "warmup_compile_time_s": trace.warmup_compile_time_s,
+            "timing_notes": TIMING_NOTES,
             "chain_devices": trace.devices,
             "target_time_s": target_time,
             "target_cached": bool(target.meta.get("cached")),
@@ -122,6 +231,9 @@ def run(cfg: DictConfig, out_dir: Path, launch_dir: Path) -> dict[str, Any]:
         }
         if "rank" in target.meta:
             metrics["true_rank"] = int(target.meta["rank"])
+        for key in ("llc_global", "hessian_check", "layer_ranks"):
+            if key in target.meta:
+                metrics[key] = target.meta[key]
         files = [outputs.write_resolved_config(out_dir, cfg)]
         frame = outputs.trace_frame(trace, nbeta, L0)
         files.append(outputs.write_trace(out_dir, frame))

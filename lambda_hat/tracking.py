@@ -1,8 +1,16 @@
-"""MLflow logging (mlflow is imported lazily, off the job's critical path: it takes seconds)."""
+"""MLflow logging (mlflow is imported lazily, off the job's critical path: it takes seconds).
+
+The run is set up in a background thread while the target is built and the estimator compiled,
+and that thread is joined before the estimator's timed phases (``TrackedRun.wait``), so tracking
+never shares the cores with what ``metrics.json`` reports as the estimator's time.
+"""
 
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -60,6 +68,58 @@ def prepare_sqlite_store(db: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used; the message is one line naming mlflow.tracking_uri."""
+
+
+def check_store(uri: str) -> None:
+    """Fail fast, before any computation, on a store that cannot work (one line, naming the URI).
+
+    SQLite: its folder must exist or be creatable, and be writable. HTTP(S) servers: the port must
+    accept a connection. Other schemes are left to MLflow.
+    """
+    where = f"mlflow.tracking_uri={uri}"
+    db = sqlite_path(uri)
+    if db is not None:
+        folder = db.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise TrackingError(f"{where}: cannot create {folder} ({e.strerror}); point it elsewhere or set mlflow.enabled=false") from None
+        if not os.access(folder, os.W_OK | os.X_OK) or (db.exists() and not os.access(db, os.R_OK | os.W_OK)):
+            raise TrackingError(f"{where}: {db} is not writable; point it elsewhere or set mlflow.enabled=false")
+        return
+    if uri.startswith(("http://", "https://")):
+        from urllib.parse import urlparse
+
+        u = urlparse(uri)
+        port = u.port or (443 if u.scheme == "https" else 80)
+        try:
+            socket.create_connection((u.hostname or "localhost", port), timeout=3).close()
+        except OSError as e:
+            raise TrackingError(f"{where}: no tracking server answers at {u.hostname}:{port} ({e}); start one or set mlflow.enabled=false") from None
+
+
+def _git_commit() -> str | None:
+    """The commit of the lambda_hat checkout that runs, if it is one (for the run's source tags)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def source_tags() -> dict[str, str]:
+    """MLflow's source tags (the UI's Source and Git commit): the command line and the checkout."""
+    tags = {"mlflow.source.type": "LOCAL", "mlflow.source.name": " ".join(["lambda_hat", *sys.argv[1:]])[:5000]}
+    commit = _git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
 def flatten_config(cfg: DictConfig) -> dict[str, str]:
     """Dotted keys -> string values of the resolved config (lists kept as their YAML-ish repr)."""
     flat: dict[str, str] = {}
@@ -97,13 +157,18 @@ class TrackedRun:
     them. Uses MlflowClient with an explicit run id: MLflow's fluent "active run" is per thread.
     """
 
-    def __init__(self, cfg: DictConfig, launch_dir: Path, run_name: str) -> None:
+    def __init__(
+        self, cfg: DictConfig, launch_dir: Path, run_name: str, start_time: float | None = None,
+        record: Path | None = None,
+    ) -> None:
         # An inherited run id would make every parallel job write into one run.
         os.environ.pop("MLFLOW_RUN_ID", None)
+        self._start_ms = int(1000 * (time.time() if start_time is None else start_time))
         self._uri = resolve_tracking_uri(cfg.mlflow.tracking_uri, launch_dir)
         self._experiment = str(cfg.mlflow.experiment)
         self._params = flatten_config(cfg)
         self._run_name = run_name
+        self._record = record  # where to note the run id (the sweep table ends runs a kill left RUNNING)
         self._error: BaseException | None = None
         self.client: Any = None
         self.run_id: str | None = None
@@ -119,9 +184,20 @@ class TrackedRun:
             if db is not None:
                 prepare_sqlite_store(db)
             client = MlflowClient(tracking_uri=self._uri)
-            run = client.create_run(self._experiment_id(client), run_name=self._run_name)
+            from mlflow.entities import RunTag
+
+            # The job's real start (the run is created a moment later, in this thread).
+            run = client.create_run(self._experiment_id(client), start_time=self._start_ms, run_name=self._run_name)
             self.client, self.run_id = client, run.info.run_id
-            client.log_batch(self.run_id, params=[Param(k, v) for k, v in self._params.items()])
+            if self._record is not None:
+                from lambda_hat.outputs import write_json
+
+                write_json(self._record, {"run_id": self.run_id, "tracking_uri": self._uri})
+            client.log_batch(
+                self.run_id,
+                params=[Param(k, v) for k, v in self._params.items()],
+                tags=[RunTag(k, v) for k, v in source_tags().items()],
+            )
         except BaseException as e:  # re-raised in the job's thread by _ready()
             self._error = e
 
@@ -139,10 +215,18 @@ class TrackedRun:
                 raise
             return experiment.experiment_id
 
+    def wait(self) -> None:
+        """Block until the run is set up (call before the estimator's timed phases)."""
+        self._thread.join()
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._error
+
     def _ready(self) -> None:
         self._thread.join()
         if self._error is not None:
-            raise self._error
+            raise TrackingError(f"mlflow.tracking_uri={self._uri}: {_one_line(self._error)}") from self._error
 
     def log_results(self, metrics: dict[str, Any], files: list[Path], tags: dict[str, str]) -> None:
         """Tags, numeric metrics and output files of the finished job."""
@@ -150,25 +234,40 @@ class TrackedRun:
 
         self._ready()
         now = int(time.time() * 1000)
-        self.client.log_batch(
-            self.run_id,
-            metrics=[Metric(k, v, now, 0) for k, v in numeric_metrics(metrics).items()],
-            tags=[RunTag(k, v) for k, v in tags.items()],
-        )
-        for path in files:
-            self.client.log_artifact(self.run_id, str(path))
+        try:
+            self.client.log_batch(
+                self.run_id,
+                metrics=[Metric(k, v, now, 0) for k, v in numeric_metrics(metrics).items()],
+                tags=[RunTag(k, v) for k, v in tags.items()],
+            )
+            for path in files:
+                self.client.log_artifact(self.run_id, str(path))
+        except Exception as e:
+            raise TrackingError(f"mlflow.tracking_uri={self._uri}: {_one_line(e)}") from e
 
     def end(self, status: str) -> None:
         """FINISHED (a tracking error surfaces here), FAILED or KILLED (the job's own error matters more)."""
         self._thread.join()
         if status == "FINISHED" and self._error is not None:
-            raise self._error
+            raise TrackingError(f"mlflow.tracking_uri={self._uri}: {_one_line(self._error)}") from self._error
         if self.run_id is not None:
-            self.client.set_terminated(self.run_id, status)
+            try:
+                self.client.set_terminated(self.run_id, status, end_time=int(time.time() * 1000))
+            except Exception as e:
+                if status == "FINISHED":
+                    raise TrackingError(f"mlflow.tracking_uri={self._uri}: {_one_line(e)}") from e
+                # FAILED/KILLED: the job's own error is the one to report
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text[:300]
 
 
 @contextmanager
-def mlflow_run(cfg: DictConfig, launch_dir: Path, run_name: str) -> Iterator[TrackedRun | None]:
+def mlflow_run(
+    cfg: DictConfig, launch_dir: Path, run_name: str, start_time: float | None = None, record: Path | None = None
+) -> Iterator[TrackedRun | None]:
     """An MLflow run for this job; it ends FINISHED, FAILED if the body raises, KILLED on a signal.
 
     Yields the TrackedRun (None when tracking is disabled).
@@ -176,15 +275,22 @@ def mlflow_run(cfg: DictConfig, launch_dir: Path, run_name: str) -> Iterator[Tra
     if not cfg.mlflow.enabled:
         yield None
         return
-    tracked = TrackedRun(cfg, launch_dir, run_name)
+    from lambda_hat import signals
+
+    tracked = TrackedRun(cfg, launch_dir, run_name, start_time, record)
+    # If a signal cannot be handled in time (a long native call), the watchdog ends the run.
+    unregister = signals.on_forced_exit(lambda: tracked.end("KILLED"))
     try:
         yield tracked
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM turned into SystemExit by the app
+        unregister()
         tracked.end("KILLED")
         raise
     except BaseException:
+        unregister()
         tracked.end("FAILED")
         raise
+    unregister()
     tracked.end("FINISHED")
 
 

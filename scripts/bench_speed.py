@@ -180,7 +180,7 @@ def _compose(case: Case, cache_dir: Path) -> Any:
         f"model.true_rank={rank}",
         "data=uniform",
         f"data.n={N_DATA}",
-        "sampler=sgld",
+        "sampler=sgld_lau",  # the fixed step devinterp runs
         f"sampler.batch_size={BATCH}",
         f"sampler.num_chains={CHAINS}",
         "sampler.dtype=float32",
@@ -365,7 +365,7 @@ def run_case(case: Case, args: argparse.Namespace) -> CaseResult:
     """Measure one case (call in a fresh process: peak RSS and compile time are the case's own)."""
     import jax
     import numpy as np
-    from lambda_hat.posterior import make_posterior
+    from lambda_hat import runner
     from lambda_hat.samplers import build_kernel
     from lambda_hat.samplers.driver import run_chains
     from lambda_hat.targets import build_target
@@ -389,7 +389,7 @@ def run_case(case: Case, args: argparse.Namespace) -> CaseResult:
     # The PRNG the app would use (config key `prng_impl` where the library has it), or --prng-impl.
     prng_impl = args.prng_impl or cfg.get("prng_impl") or "threefry2x32"
     res.versions["prng_impl"] = prng_impl
-    posterior = make_posterior(target, cfg.posterior.beta0, cfg.posterior.gamma, "float32")
+    _, posterior = runner.prepare(cfg, target)  # the SGLD preset's float32
     kernel = build_kernel(cfg.sampler, posterior.n)
     bound_steps = max(5, case.steps // 4)
     # The bound is the faster of all chains on one device and chains split like lambda_hat's.

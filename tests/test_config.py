@@ -41,6 +41,14 @@ ROOT = Path(__file__).resolve().parent.parent
         (["sampler=sghmc", "sampler.target_mala_accept=0.9"], "sampler.target_mala_accept", "unknown key"),
         (["mlflow.enabled=maybe"], "mlflow.enabled", "bool"),
         (["-m", "sampler.step_size=1e-6,-1e-6", "sampler.num_chains=0,1"], "sampler.num_chains", "> 0"),
+        (["model.widths=[10,20"], "model.widths", "cannot parse"),  # Hydra's grammar error, with the key
+        (["sampler.num_steps=2001", "sampler.thinning=2"], "sampler.thinning", "must divide"),
+        (["sampler=sghmc", "sampler.mala_every=10"], "sampler.mala_every", "unknown key"),  # was ignored
+        (["sampler=sghmc", "sampler.alpha=50"], "sampler.alpha", "use sampler.friction"),
+        (["sampler=rmsprop_sgld", "sampler.alpha=0.9"], "sampler.alpha", "use sampler.decay"),
+        (["sampler.burnin_fraction=1.0"], "sampler.burnin_fraction", "[0, 1)"),
+        (["model.true_rank=-1"], "model.true_rank", "[0, 10]"),
+        (["--cfg", "job", "sampler.num_chains=0"], "sampler.num_chains", "> 0"),
     ],
 )
 def test_bad_overrides_name_the_key(overrides: list[str], key: str, fragment: str) -> None:
@@ -52,6 +60,9 @@ def test_bad_overrides_name_the_key(overrides: list[str], key: str, fragment: st
 
 def test_good_overrides_pass() -> None:
     assert check_overrides([]) is None
+    assert check_overrides(["sampler.num_steps=2000"]) is None  # burn-in follows the run length
+    assert check_overrides(["model.true_rank=0"]) is None  # the zero map
+    assert check_overrides(["--cfg", "job"]) is None
     assert check_overrides(["model.widths=[10,20,15,10]", "model.true_rank=4", "sampler=rmsprop_sgld", "seed=3"]) is None
     assert check_overrides(["model=mlp", "data.n=20000", "sampler=sgld", "sampler.step_size=1e-6"]) is None
     assert check_overrides(["--multirun", "sampler=sgld,adam_sgld", "seed=0,1"]) is None
@@ -88,8 +99,85 @@ def test_mlp_switches_to_gaussian_data_unless_overridden(make_cfg) -> None:
     assert make_cfg().data.input_dist == "uniform"
 
 
-def test_yaml_presets_match_schema_defaults(make_cfg) -> None:
-    # The YAML is the documentation users read; it must not silently diverge from the schema.
-    cfg = make_cfg()
-    assert cfg.sampler.step_size == SGLDConfig().step_size
-    assert cfg.sampler.num_steps == SGLDConfig().num_steps
+# Presets that are variants of another schema's defaults on purpose.
+VARIANTS = {("sampler", "sgld_lau"), ("data", "normal"), ("model", "regular")}
+
+
+def _presets() -> list[tuple[str, str]]:
+    return sorted((d.name, f.stem) for d in (ROOT / "conf").iterdir() if d.is_dir() for f in d.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group,preset", _presets())
+def test_every_preset_matches_its_schema_defaults(make_cfg, group: str, preset: str) -> None:
+    """The YAML is the documentation users read; it must not silently diverge from the schema
+    (rmsprop_sgld.yaml set step_size 5e-8 while its schema said 5e-7)."""
+    cfg = make_cfg(f"{group}={preset}")
+    node = cfg[group]
+    schema = OmegaConf.get_type(node)
+    assert schema is not None and schema is not dict, f"{group}/{preset}.yaml names no schema"
+    if (group, preset) in VARIANTS:
+        return
+    defaults = OmegaConf.to_container(OmegaConf.structured(schema))
+    assert OmegaConf.to_container(node) == defaults
+
+
+def test_every_sampler_preset_is_a_registered_estimator(make_cfg) -> None:
+    from lambda_hat.registry import ESTIMATORS
+
+    for path in (ROOT / "conf" / "sampler").glob("*.yaml"):
+        cfg = make_cfg(f"sampler={path.stem}")
+        spec = ESTIMATORS[cfg.sampler.name]
+        assert OmegaConf.get_type(cfg.sampler) is spec.schema
+    assert {p.stem for p in (ROOT / "conf" / "sampler").glob("*.yaml")} >= set(ESTIMATORS)
+
+
+def test_lau_protocol_preset_keeps_the_fixed_step(make_cfg) -> None:
+    assert make_cfg("sampler=sgld").sampler.target_mala_accept == 0.95  # tuned by default
+    lau = make_cfg("sampler=sgld_lau").sampler
+    assert lau.target_mala_accept is None and lau.step_size == 5e-7 and lau.num_steps == 10000
+
+
+def test_burnin_follows_the_run_length_unless_given() -> None:
+    from lambda_hat.config import burnin_steps
+
+    assert burnin_steps(OmegaConf.create({"num_burnin": None, "burnin_fraction": 0.9, "num_steps": 2000})) == 1800
+    assert burnin_steps(OmegaConf.create({"num_burnin": 500, "burnin_fraction": 0.9, "num_steps": 2000})) == 500
+
+
+def _run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "lambda_hat", *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_help_is_lambda_hats_own(tmp_path: Path) -> None:
+    proc = _run_cli(["--help"], tmp_path)
+    assert proc.returncode == 0
+    out = proc.stdout
+    assert "powered by Hydra" not in out and "schema/" not in out
+    for text in ("sampler", "hmc", "nuts", "sgld_lau", "model.widths", "--multirun", "python -m lambda_hat sampler=hmc"):
+        assert text in out
+
+
+def test_cfg_job_prints_the_config(tmp_path: Path) -> None:
+    proc = _run_cli(["--cfg", "job", "sampler=hmc"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "num_integration_steps: 16" in proc.stdout and not (tmp_path / "outputs").exists()
+
+
+def test_a_config_named_with_cp_cn_is_validated_too(tmp_path: Path) -> None:
+    conf = tmp_path / "myconf"
+    conf.mkdir()
+    (conf / "mine.yaml").write_text(f"defaults:\n  - config\n  - _self_\nseed: 3\n")
+    (conf / "config.yaml").write_text((ROOT / "conf" / "config.yaml").read_text())
+    for group in ("model", "data", "posterior", "sampler", "training"):
+        (conf / group).symlink_to(ROOT / "conf" / group)
+    error = check_overrides(["-cp", str(conf), "-cn", "mine", "sampler.num_chains=0"])
+    assert error is not None and "sampler.num_chains" in error
+    assert check_overrides(["-cp", str(conf), "-cn", "mine"]) is None
+
+
+def test_validating_a_command_line_does_not_start_jax() -> None:
+    code = "import sys; from lambda_hat.app import check_overrides; assert check_overrides(['sampler=hmc']) is None; print('jax' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr

@@ -35,7 +35,7 @@ def test_cpu_device_count_is_fixed_once_jax_runs(caplog: pytest.LogCaptureFixtur
 
 @pytest.mark.parametrize(
     "sampler,dtype,extra",
-    [("sgld", "float32", []), ("hmc", "float64", ["sampler.num_warmup=60", "sampler.num_integration_steps=4"])],
+    [("sgld_lau", "float32", []), ("hmc", "float64", ["sampler.num_warmup=60", "sampler.num_integration_steps=4"])],
 )
 def test_split_chains_match_one_device(
     make_cfg, tmp_path: Path, sampler: str, dtype: str, extra: list[str]
@@ -55,7 +55,7 @@ def test_split_chains_match_one_device(
         ]
     split, single = traces
     assert np.all(np.isfinite(split.loss))
-    if sampler == "sgld":  # no adaptation: the same draws up to float rounding
+    if sampler == "sgld_lau":  # no adaptation (fixed step): the same draws up to float rounding
         np.testing.assert_allclose(split.loss, single.loss, rtol=1e-5)
     else:
         # Same random draws, but full-batch float sums may round differently in the last bit for

@@ -13,7 +13,7 @@ from tests.conftest import TINY
 
 REQUIRED = {
     "llc_mean", "llc_std", "llc_sem", "llc_per_chain", "llc_true", "ess_bulk", "r_hat", "n_fge",
-    "n_fge_warmup", "wall_time_s", "compile_time_s", "status", "sampler", "n", "d", "nbeta", "gamma",
+    "n_fge_warmup", "sampling_time_s", "compile_time_s", "status", "sampler", "n", "d", "nbeta", "gamma",
     "L0", "target_id",
 }
 
@@ -37,7 +37,7 @@ def test_run_writes_outputs_and_logs_to_mlflow(make_cfg, tmp_path: Path) -> None
     assert m["n"] == 10000 and m["d"] == 4 * 6 + 6 * 4 and m["sampler"] == "sgld"
     assert m["nbeta"] == pytest.approx(10000 / __import__("math").log(10000), rel=1e-6)
     assert len(m["llc_per_chain"]) == 4 and m["llc_true"] == 8.0
-    assert m["wall_time_s"] > 0 and m["compile_time_s"] > 0
+    assert m["sampling_time_s"] > 0 and m["compile_time_s"] > 0
 
     trace = pd.read_parquet(out / "trace.parquet")
     assert len(trace) == 4 * 1000 and set(trace["chain"]) == {0, 1, 2, 3}
@@ -63,7 +63,7 @@ def test_run_writes_outputs_and_logs_to_mlflow(make_cfg, tmp_path: Path) -> None
 
 
 def test_failing_run_is_marked_failed_in_mlflow(make_cfg, tmp_path: Path) -> None:
-    cfg = make_cfg(*TINY, "sampler.step_size=1.0", "sampler.num_steps=100", "sampler.num_burnin=50",
+    cfg = make_cfg(*TINY, "sampler=sgld_lau", "sampler.step_size=1.0", "sampler.num_steps=100", "sampler.num_burnin=50",
                    "plots=false", mlflow=True)
     with pytest.raises(RunFailed):
         run(cfg, tmp_path / "out", tmp_path)
@@ -99,7 +99,7 @@ def test_summary_line_shows_warmup_time_when_there_was_one() -> None:
     from lambda_hat.runner import summary_line
 
     m = {"llc_mean": 8.1, "llc_sem": 0.2, "llc_true": 8, "llc_rel_error": 0.0125, "sampler": "nuts", "model": "dln",
-         "d": 48, "chains_ok": 4, "num_chains": 4, "wall_time_s": 105.8, "compile_time_s": 3.8, "status": "ok"}
+         "d": 48, "chains_ok": 4, "num_chains": 4, "sampling_time_s": 105.8, "compile_time_s": 3.8, "status": "ok"}
     assert "warm-up" not in summary_line(m)
     line = summary_line({**m, "warmup_time_s": 98.4})
     assert "warm-up 98.40s + sampling 105.80s + compile 3.80s" in line and line.startswith("λ̂ = 8.100 ± 0.200")

@@ -17,7 +17,7 @@ from tests.conftest import TINY
     [("sgld", 2e-6), ("rmsprop_sgld", 2e-7), ("adam_sgld", 1e-7)],
 )
 def test_sampler_lands_near_true_llc(make_cfg, tmp_path: Path, sampler: str, step: float) -> None:
-    cfg = make_cfg(*TINY, f"sampler={sampler}", f"sampler.step_size={step}", "plots=false")
+    cfg = make_cfg(*TINY, f"sampler={sampler}", f"sampler.step_size={step}", "sampler.target_mala_accept=null", "plots=false")
     m = run(cfg, tmp_path / "out", tmp_path)
     assert m["status"] == "ok"
     assert m["llc_true"] == 8.0  # Aoyagi, widths [4, 6, 4], rank 2
@@ -29,7 +29,7 @@ def test_sampler_lands_near_true_llc(make_cfg, tmp_path: Path, sampler: str, ste
 
 
 def test_same_seed_same_estimate_other_seed_differs(make_cfg, tmp_path: Path) -> None:
-    args = (*TINY, "sampler.num_steps=1000", "sampler.num_burnin=500", "sampler.step_size=2e-6", "plots=false")
+    args = (*TINY, "sampler.num_steps=1000", "sampler.num_burnin=500", "sampler.step_size=2e-6", "sampler.target_mala_accept=null", "plots=false")
     a = run(make_cfg(*args, "seed=4"), tmp_path / "a", tmp_path)
     b = run(make_cfg(*args, "seed=4"), tmp_path / "b", tmp_path)
     c = run(make_cfg(*args, "seed=4", "target_seed=4", "progress=true"), tmp_path / "c", tmp_path)
@@ -51,7 +51,7 @@ def test_chains_are_independent(make_cfg, tmp_path: Path) -> None:
 def test_divergent_run_is_flagged(make_cfg, tmp_path: Path) -> None:
     from lambda_hat.runner import RunFailed
 
-    cfg = make_cfg(*TINY, "sampler.step_size=1.0", "sampler.num_steps=200", "sampler.num_burnin=100", "plots=false")
+    cfg = make_cfg(*TINY, "sampler=sgld_lau", "sampler.step_size=1.0", "sampler.num_steps=200", "sampler.num_burnin=100", "plots=false")
     with pytest.raises(RunFailed):
         run(cfg, tmp_path, tmp_path)
     import json

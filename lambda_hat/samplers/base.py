@@ -15,6 +15,7 @@ from lambda_hat.posterior import Posterior
 
 State = Any
 Params = Any  # per-chain tuned parameters (step size, inverse mass matrix, L, ...); () if none
+Carry = Any  # a stepwise warm-up's state (sampler state + adaptation state)
 
 
 class StepInfo(NamedTuple):
@@ -30,14 +31,30 @@ class Warmup(NamedTuple):
     extras: dict[str, jax.Array]  # adapted values to report: step_size, L, num_integration_steps
 
 
+class StepwiseWarmup(NamedTuple):
+    """A warm-up the driver can run in chunks, like sampling (progress, bounded memory, signals).
+
+    ``init(key, state, post) -> carry``; ``step(carry, post, t) -> (carry, fge)`` is one adaptation
+    step, ``t`` the global warm-up step index (shared by all chains, so a schedule can be indexed
+    by it); ``final(carry, post) -> Warmup``. Nothing per step is kept, so memory does not grow
+    with ``num_steps``.
+    """
+
+    num_steps: int
+    init: Callable[[jax.Array, State, Posterior], Carry]
+    step: Callable[[Carry, Posterior, jax.Array], tuple[Carry, jax.Array]]
+    final: Callable[[Carry, Posterior], Warmup]
+
+
 class Kernel(NamedTuple):
     """init(key, w0, post) -> state; step(key, state, params, post, t) -> (state, StepInfo).
 
-    ``warmup(key, state, post) -> Warmup`` adapts the kernel's parameters (None: no adaptation,
-    params = ()). ``t`` is the global step index, shared by all chains (not vmapped), so a step may
-    branch on it with ``lax.cond`` at no cost to the other steps.
+    ``warmup`` adapts the kernel's parameters: a :class:`StepwiseWarmup`, or a function
+    ``(key, state, post) -> Warmup`` that runs as one compiled call (blackjax's MCLMC tuning);
+    None: no adaptation, params = (). ``t`` is the global step index, shared by all chains (not
+    vmapped), so a step may branch on it with ``lax.cond`` at no cost to the other steps.
     """
 
     init: Callable[[jax.Array, jax.Array, Posterior], State]
     step: Callable[[jax.Array, State, Params, Posterior, jax.Array], tuple[State, StepInfo]]
-    warmup: Callable[[jax.Array, State, Posterior], Warmup] | None = None
+    warmup: StepwiseWarmup | Callable[[jax.Array, State, Posterior], Warmup] | None = None

@@ -13,8 +13,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -24,27 +23,10 @@ from jax.sharding import PartitionSpec as P
 
 from lambda_hat.devices import CHAIN_AXIS, chain_mesh
 from lambda_hat.posterior import Posterior
-from lambda_hat.samplers.base import Kernel
+from lambda_hat.samplers.base import Kernel, StepwiseWarmup
+from lambda_hat.trace import Trace
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Trace:
-    """Per-draw loss and diagnostics of every chain, and the run's cost."""
-
-    loss: np.ndarray  # (chains, draws): L(w) at each kept draw
-    step: np.ndarray  # (draws,): steps taken (after warm-up) when the draw was recorded
-    num_burnin_draws: int  # the first draws, recorded during burn-in
-    compile_time_s: float  # sampling scan
-    sampling_time_s: float
-    n_fge: float  # full-gradient equivalents after burn-in, all chains
-    n_fge_warmup: float  # ... during warm-up/adaptation and burn-in, all chains
-    extras: dict[str, np.ndarray] = field(default_factory=dict)  # (chains, draws), mean per draw
-    warmup: dict[str, np.ndarray] = field(default_factory=dict)  # (chains,) adapted values
-    warmup_time_s: float = 0.0  # adaptation, compile included
-    warmup_compile_time_s: float = 0.0
-    devices: int = 1  # devices the chains were split over
 
 
 def chunk_length(num_draws: int, max_chunks: int) -> int:
@@ -101,6 +83,61 @@ def _place(mesh: Mesh | None, tree, spec: P):
     return tree if mesh is None else jax.device_put(tree, NamedSharding(mesh, spec))
 
 
+def _log_progress(label: str, what: str, done: int, total: int, elapsed: float) -> None:
+    log.info(
+        "[%s] %s %d/%d (%d%%), %.1fs elapsed, ~%.1fs left",
+        label, what, done, total, 100 * done // total, elapsed, elapsed * (total / done - 1),
+    )  # fmt: skip
+
+
+def _run_stepwise_warmup(
+    warmup: StepwiseWarmup, mesh: Mesh | None, keys, states, posterior, *, label: str, progress: bool,
+    max_chunks: int, before_timed: Callable[[], None],
+):
+    """Adaptation in a few chunks of one compiled loop: progress in steps, nothing kept per step."""
+    chains, replicated = P(CHAIN_AXIS), P()
+    init_all = jax.vmap(warmup.init, in_axes=(0, 0, None))
+    step_all = jax.vmap(warmup.step, in_axes=(0, None, None))
+
+    def chunk(carry, t, num, posterior):
+        zeros = jnp.zeros(jax.tree.leaves(carry)[0].shape[0], posterior.dtype)
+
+        def body(_, c):
+            carry, t, fge, comp = c
+            carry, f = step_all(carry, posterior, t)
+            # Kahan summation: a float32 running total of thousands of minibatch fractions drifts.
+            y = f - comp
+            total = fge + y
+            return carry, t + 1, total, (total - fge) - y
+
+        # num is traced, so every chunk (the last one may be shorter) runs the same program.
+        carry, t, fge, _ = jax.lax.fori_loop(0, num, body, (carry, t, zeros, zeros))
+        return carry, t, fge
+
+    init_fn = jax.jit(_over_chains(init_all, mesh, (chains, chains, replicated), chains))
+    chunk_fn = _over_chains(chunk, mesh, (chains, replicated, replicated, replicated), (chains, replicated, chains))
+    final_fn = jax.jit(_over_chains(jax.vmap(warmup.final, in_axes=(0, None)), mesh, (chains, replicated), chains))
+    carry = init_fn(keys, states, posterior)
+    t = _place(mesh, jnp.zeros((), jnp.int32), replicated)
+    num = _place(mesh, jnp.zeros((), jnp.int32), replicated)
+    compiled, compile_time = _timed_compile(jax.jit(chunk_fn, donate_argnums=(0,)), carry, t, num, posterior)
+    before_timed()
+    per_chunk = math.ceil(warmup.num_steps / max(1, max_chunks if progress else 1))
+    fge_total = 0.0
+    start = time.perf_counter()
+    done = 0
+    while done < warmup.num_steps:
+        k = min(per_chunk, warmup.num_steps - done)
+        carry, t, fge = compiled(carry, t, _place(mesh, jnp.asarray(k, jnp.int32), replicated), posterior)
+        fge_total += float(np.sum(np.asarray(fge, np.float64)))  # blocks: the chunk is done
+        done += k
+        if progress and done < warmup.num_steps:
+            _log_progress(label, "warm-up step", done, warmup.num_steps, time.perf_counter() - start)
+    result = final_fn(carry, posterior)
+    fge_total += float(np.sum(np.asarray(result.fge, np.float64)))
+    return result, fge_total, time.perf_counter() - start, compile_time
+
+
 def run_chains(
     kernel: Kernel,
     posterior: Posterior,
@@ -115,12 +152,18 @@ def run_chains(
     max_chunks: int = 10,
     split_chains: bool = True,
     heartbeat_s: float = 30.0,
+    before_timed: Callable[[], None] = lambda: None,
 ) -> Trace:
     """Run num_chains chains from w*: warm-up if any, then num_steps steps keeping every thinning-th.
 
     split_chains spreads the chains over the available devices (see lambda_hat.devices).
-    With progress on, sampling logs each chunk's step count and a warm-up logs every heartbeat_s.
+    With progress on, warm-up and sampling log their step counts ~max_chunks times (a warm-up
+    that runs as one call logs every heartbeat_s instead). ``before_timed`` is called once,
+    after compiling and before the first timed phase: the caller finishes any background work
+    there, so that the reported times are the estimator's alone.
     """
+    if num_steps % thinning:
+        raise ValueError(f"num_steps={num_steps} is not a multiple of thinning={thinning}")
     num_draws = num_steps // thinning
     draws_per_chunk = chunk_length(num_draws, max_chunks if progress else 1)
     mesh = chain_mesh(num_chains) if split_chains else None
@@ -135,21 +178,34 @@ def run_chains(
 
     params, warm_extras, fge_warmup = (), {}, 0.0
     warmup_time = warmup_compile = 0.0
+    num_warmup_steps = 0
+    timed_started = False
     if kernel.warmup is not None:
-        if progress:
-            log.info("[%s] warm-up/adaptation of %d chains ...", label, num_chains)
-        start = time.perf_counter()
-        warm_fn = jax.jit(
-            _over_chains(jax.vmap(kernel.warmup, in_axes=(0, 0, None)), mesh, (chains, chains, replicated), chains)
-        )
         warm_keys = _place(mesh, jax.random.split(warm_key, num_chains), chains)
-        compiled, warmup_compile = _timed_compile(warm_fn, warm_keys, states, posterior)
-        with _heartbeat(f"[{label}] warm-up still running", heartbeat_s, progress):
-            warm = compiled(warm_keys, states, posterior)
-            fge_warmup = float(jnp.sum(warm.fge))  # blocks until the warm-up is done
+        if isinstance(kernel.warmup, StepwiseWarmup):
+            num_warmup_steps = kernel.warmup.num_steps
+            if progress:
+                log.info("[%s] warm-up/adaptation of %d chains, %d steps each ...", label, num_chains, num_warmup_steps)
+            warm, fge_warmup, warmup_time, warmup_compile = _run_stepwise_warmup(
+                kernel.warmup, mesh, warm_keys, states, posterior,
+                label=label, progress=progress, max_chunks=max_chunks, before_timed=before_timed,
+            )  # fmt: skip
+        else:
+            if progress:
+                log.info("[%s] warm-up/adaptation of %d chains (one compiled call) ...", label, num_chains)
+            warm_fn = jax.jit(
+                _over_chains(jax.vmap(kernel.warmup, in_axes=(0, 0, None)), mesh, (chains, chains, replicated), chains)
+            )
+            compiled, warmup_compile = _timed_compile(warm_fn, warm_keys, states, posterior)
+            before_timed()
+            start = time.perf_counter()
+            with _heartbeat(f"[{label}] warm-up still running", heartbeat_s, progress):
+                warm = compiled(warm_keys, states, posterior)
+                fge_warmup = float(jnp.sum(warm.fge))  # blocks until the warm-up is done
+            warmup_time = time.perf_counter() - start
+        timed_started = True
         states, params = warm.state, warm.params
         warm_extras = {k: np.asarray(v) for k, v in warm.extras.items()}
-        warmup_time = time.perf_counter() - start
         if progress:
             summary = ", ".join(f"{k}={np.median(v):.4g}" for k, v in warm_extras.items())
             log.info("[%s] warm-up done in %.1fs (median over chains: %s)", label, warmup_time, summary)
@@ -203,6 +259,8 @@ def run_chains(
         jax.jit(chunk_fn, donate_argnums=(0,)), states, t, posterior, params, chain_keys
     )
 
+    if not timed_started:
+        before_timed()
     loss_chunks: list[np.ndarray] = []
     fge_chunks: list[np.ndarray] = []
     extra_chunks: list[dict[str, np.ndarray]] = []
@@ -213,12 +271,7 @@ def run_chains(
         fge_chunks.append(np.asarray(fge, dtype=np.float64))
         extra_chunks.append({k: np.asarray(v) for k, v in extras.items()})
         if progress and num_draws > draws_per_chunk:
-            done = (i + 1) * draws_per_chunk * thinning
-            elapsed = time.perf_counter() - start
-            log.info(
-                "[%s] step %d/%d (%d%%), %.1fs elapsed, ~%.1fs left",
-                label, done, num_steps, 100 * done // num_steps, elapsed, elapsed * (num_steps / done - 1),
-            )
+            _log_progress(label, "step", (i + 1) * draws_per_chunk * thinning, num_steps, time.perf_counter() - start)
     sampling_time = time.perf_counter() - start
 
     step = thinning * np.arange(1, num_draws + 1)
@@ -246,5 +299,6 @@ def run_chains(
         warmup=warm_extras,
         warmup_time_s=warmup_time,
         warmup_compile_time_s=warmup_compile,
+        num_warmup_steps=num_warmup_steps,
         devices=1 if mesh is None else int(mesh.devices.size),
     )

@@ -138,3 +138,18 @@ def build_adjusted(cfg: Any, n: int) -> Kernel:
         return state, StepInfo(loss, fge, extras)
 
     return Kernel(init=init, step=step, warmup=warmup)
+
+
+def gradients_per_chain(cfg: Any) -> tuple[float | None, float | None]:
+    """(expected, upper bound) full-data gradients one chain spends, tuning included."""
+    fracs = float(cfg.frac_tune1) + float(cfg.frac_tune2) + float(cfg.frac_tune3)
+    if cfg.diagonal_preconditioning:
+        fracs += float(cfg.frac_tune2) / 3
+    total = int(cfg.num_steps) * (1 + fracs) * INTEGRATORS[cfg.integrator][1]
+    return total, total
+
+
+def gradients_per_chain_adjusted(cfg: Any) -> tuple[float | None, float | None]:
+    """Adjusted MCLMC: tuning adapts the trajectory length, so only the sampling part is known."""
+    sampling = int(cfg.num_steps) * float(cfg.target_num_integration_steps) * INTEGRATORS[cfg.integrator][1]
+    return sampling, None

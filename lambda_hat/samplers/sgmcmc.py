@@ -11,7 +11,7 @@ gradient ∇L_batch only, not the localization term. As in pSGLD (Li et al. 2016
 correction term is dropped.
 
 SGHMC (Chen et al. 2014) and SGNHT (Ding et al. 2014), in blackjax's parametrisation (step h,
-friction alpha, w <- w + h p), are written here too: blackjax's diffusions move w with the *old*
+friction = blackjax's alpha, w <- w + h p), are written here too: blackjax's diffusions move w with the *old*
 momentum (explicit Euler), which gains energy by a factor sqrt(1 + h²K) per step on a direction of
 curvature K unless the friction absorbs it; the localized tempered posterior is stiff (K ~ nβ
 times the loss Hessian), and it heated the chains (+37-40% λ̂ at n = 1e4) or diverged (n = 1e5).
@@ -40,7 +40,7 @@ from blackjax.adaptation.step_size import dual_averaging_adaptation
 from blackjax.sgmcmc.diffusions import overdamped_langevin
 
 from lambda_hat.posterior import Posterior
-from lambda_hat.samplers.base import Kernel, StepInfo, Warmup
+from lambda_hat.samplers.base import Kernel, StepInfo, StepwiseWarmup, Warmup
 
 LANGEVIN = ("sgld", "rmsprop_sgld", "adam_sgld")
 NAMES = (*LANGEVIN, "sghmc", "sgnht")
@@ -95,7 +95,7 @@ def build(cfg: Any, n: int) -> Kernel:
             return SGMCMCState(w0, jnp.zeros_like(w0), jnp.zeros_like(w0), jnp.zeros((), jnp.int32))
         if name in ("sghmc", "sgnht"):
             momentum = jax.random.normal(key, w0.shape, w0.dtype)
-            return SGMCMCState(w0, momentum, scalar + cfg.alpha, jnp.zeros((), jnp.int32))
+            return SGMCMCState(w0, momentum, scalar + cfg.friction, jnp.zeros((), jnp.int32))
         return SGMCMCState(w0, scalar, scalar, jnp.zeros((), jnp.int32))
 
     def propose(key, state, post, eps):
@@ -112,7 +112,7 @@ def build(cfg: Any, n: int) -> Kernel:
             new_w = langevin(k_noise, w, -grad_u, eps / 2)
         else:
             if name == "rmsprop_sgld":
-                v = cfg.alpha * v + (1 - cfg.alpha) * g**2
+                v = cfg.decay * v + (1 - cfg.decay) * g**2
                 drift, v_hat = grad_u, v
             else:  # adam_sgld: the drift uses the bias-corrected first moment of ∇L_batch
                 m = cfg.beta1 * m + (1 - cfg.beta1) * g
@@ -139,34 +139,43 @@ def build(cfg: Any, n: int) -> Kernel:
             )
         return new_state, StepInfo(loss, jnp.asarray(fge, new_state.position.dtype), extras)
 
-    def tune_step_size(key, state, post) -> Warmup:
-        """Dual averaging of log ε to the target MALA acceptance, per chain.
+    def tuning() -> StepwiseWarmup:
+        """Dual averaging of log ε to the target MALA acceptance, per chain, one step at a time.
 
         Written here because blackjax adapts step sizes only inside its HMC/MCLMC warm-ups; its
         dual-averaging update is reused. During tuning each move is accepted with its (minibatch)
         MALA probability, so a too-large trial step is rejected instead of blowing the chain up.
         """
-        dtype = state.position.dtype
         da_init, da_update, da_final = dual_averaging_adaptation(float(target_accept))
-        # Shrink towards the configured step, not 10x it (blackjax's HMC heuristic): a 10x SGLD
-        # step can be past the explicit integrator's stability limit on stiff posteriors.
-        da = da_init(eps0)._replace(mu=jnp.log(eps0))
 
-        def one(carry, key):
-            state, da = carry
-            k_move, k_accept = jax.random.split(key)
+        def init(key, state, post):
+            dtype = state.position.dtype
+            # Shrink towards the configured step, not 10x it (blackjax's HMC heuristic): a 10x SGLD
+            # step can be past the explicit integrator's stability limit on stiff posteriors.
+            da = da_init(eps0)._replace(mu=jnp.log(eps0))
+            return key, state, da, jnp.zeros((), dtype)
+
+        def step(carry, post, t):
+            key, state, da, accept_sum = carry
+            dtype = state.position.dtype
+            k_move, k_accept = jax.random.split(jax.random.fold_in(key, t))
             eps = jnp.exp(da.log_step_size).astype(dtype)
             proposal, _, accept_prob = propose(k_move, state, post, eps)
             accept = accept_prob()
             keep = jax.random.uniform(k_accept, dtype=dtype) < accept
             state = jax.tree.map(lambda new, old: jnp.where(keep, new, old), proposal, state)
-            return (state, da_update(da, accept)), accept
+            accept_sum = accept_sum + jnp.where(t >= num_tune // 2, accept, 0.0)
+            # Each tuning step costs two minibatch gradients (the move and its MALA reverse density).
+            return (key, state, da_update(da, accept), accept_sum), jnp.asarray(2 * fge, dtype)
 
-        (state, da), accepts = jax.lax.scan(one, (state, da), jax.random.split(key, num_tune))
-        eps = da_final(da).astype(dtype)
-        extras = {"step_size": eps, "tune_mala_accept": jnp.mean(accepts[num_tune // 2 :])}
-        # Each tuning step costs two minibatch gradients (the move and its MALA reverse density).
-        return Warmup(state, {"step_size": eps}, jnp.asarray(2 * num_tune * fge, dtype), extras)
+        def final(carry, post) -> Warmup:
+            _, state, da, accept_sum = carry
+            dtype = state.position.dtype
+            eps = da_final(da).astype(dtype)
+            extras = {"step_size": eps, "tune_mala_accept": accept_sum / (num_tune - num_tune // 2)}
+            return Warmup(state, {"step_size": eps}, jnp.zeros((), dtype), extras)
+
+        return StepwiseWarmup(num_steps=num_tune, init=init, step=step, final=final)
 
     def momentum_step(key, state, post, t):
         del t
@@ -175,10 +184,10 @@ def build(cfg: Any, n: int) -> Kernel:
         w = state.position
         idx = _batch_idx(k_batch, post, batch)
         (_, loss), grad_u = jax.value_and_grad(_potential, argnums=1, has_aux=True)(post, w, idx)
-        # SGHMC: constant friction alpha; SGNHT: the thermostat xi (starting at alpha) adapts it.
-        friction = cfg.alpha if name == "sghmc" else state.v
+        # SGHMC: constant friction; SGNHT: the thermostat xi (starting at the friction) adapts it.
+        friction = cfg.friction if name == "sghmc" else state.v
         noise = jax.random.normal(k_noise, w.shape, w.dtype)
-        p = (1.0 - friction * h) * state.m - h * grad_u + jnp.sqrt(2.0 * cfg.alpha * h) * noise
+        p = (1.0 - friction * h) * state.m - h * grad_u + jnp.sqrt(2.0 * cfg.friction * h) * noise
         new_w = w + h * p  # drift with the new momentum (symplectic Euler)
         kinetic = jnp.mean(p**2)
         xi = state.v if name == "sghmc" else state.v + h * (kinetic - 1.0)
@@ -186,7 +195,7 @@ def build(cfg: Any, n: int) -> Kernel:
         return SGMCMCState(new_w, p, xi, state.t + 1), StepInfo(loss, jnp.asarray(fge, w.dtype), extras)
 
     if name in LANGEVIN:
-        return Kernel(init=init, step=langevin_step, warmup=tune_step_size if tuned else None)
+        return Kernel(init=init, step=langevin_step, warmup=tuning() if tuned else None)
 
     def step(key, state, params, post, t):
         del params

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from lambda_hat.targets import dln, mlp, store
+from lambda_hat.targets import dln, fiber, mlp, polynomial, store
 from lambda_hat.targets.training import train
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,9 @@ class Target:
     w_star: Any  # pytree of float64 arrays (the structure apply() expects)
     llc_true: float | None
     meta: dict[str, Any]
+    # P(params) when the model is linear in its input, f(x) = x @ P (full-data losses then use the
+    # Gram matrix, see lambda_hat.posterior); None for nonlinear models.
+    product: Callable[[Any], Any] | None = None
 
     @property
     def d(self) -> int:
@@ -63,16 +66,41 @@ def _streams(seed: int) -> list[np.random.Generator]:
     return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4)]
 
 
+def _dln_teacher(widths: list[int], rank: int | None, mode: str, rng: np.random.Generator) -> list[np.ndarray]:
+    if rank is None or rank == min(widths):  # full rank: a generic teacher is on the top component
+        return dln.make_teacher(widths, None, rng)
+    if mode == "top":
+        return fiber.make_top_component_teacher(widths, rank, rng)
+    if mode == "first_layer":
+        return dln.make_teacher(widths, rank, rng)
+    return dln.truncated_teacher(widths, rank, rng)
+
+
 def _build_dln(spec: dict[str, Any]) -> tuple[store.Arrays, store.Meta]:
-    widths, rank = spec["model"]["widths"], spec["model"]["true_rank"]
+    model = spec["model"]
+    widths, rank = model["widths"], model["true_rank"]
     data = OmegaConf.create(spec["data"])
     g_teacher, g_x, g_noise, _ = _streams(spec["seed"])
-    teacher = dln.make_teacher(widths, rank, g_teacher)
+    teacher = _dln_teacher(widths, rank, model["teacher"], g_teacher)
     x = _inputs(data, widths[0], g_x)
     y = _labels(np.asarray(dln.forward(teacher, x)), data.noise_std, g_noise)
-    r = dln.product_rank(teacher)
+    # float64 Hessian rank of the loss at w* (with these inputs): it tells whether the local λ
+    # at the teacher is known exactly (top component, or Morse–Bott), see targets/fiber.py.
+    check = fiber.hessian_rank_check(teacher, x)
+    r = int(check["product_rank"])
+    llc_local = fiber.local_llc_from_check(check) if np.linalg.matrix_rank(x) == widths[0] else None
     arrays = {f"w{i}": w for i, w in enumerate(teacher)} | {"x": x, "y": y}
-    return arrays, {"kind": "dln", "rank": r, "llc_true": dln.aoyagi_lambda(widths, r)}
+    hessian = {k: check[k] for k in ("hessian_rank", "expected_rank", "orbit_codim", "top_component", "morse_bott", "method")}
+    hessian["gap"] = check["gap"] if np.isfinite(check["gap"]) else None
+    meta = {
+        "kind": "dln",
+        "rank": r,
+        "llc_true": llc_local,  # exact local λ at w*, or None where no check proves it
+        "llc_global": dln.aoyagi_lambda(widths, r),  # Aoyagi's λ (the global RLCT of the fiber)
+        "hessian_check": hessian,
+        "layer_ranks": [int(check["ranks"][(i, i + 1)]) for i in range(len(widths) - 1)],
+    }
+    return arrays, meta
 
 
 def _mlp_parts(model: dict[str, Any]) -> tuple[list[int], str, bool]:
@@ -101,6 +129,15 @@ def _build_mlp(spec: dict[str, Any]) -> tuple[store.Arrays, store.Meta]:
     return arrays, {"kind": "mlp", "llc_true": None, **info}
 
 
+def _build_polynomial(spec: dict[str, Any]) -> tuple[store.Arrays, store.Meta]:
+    exponents, data = spec["model"]["exponents"], OmegaConf.create(spec["data"])
+    _, g_x, g_noise, _ = _streams(spec["seed"])
+    x = _inputs(data, 1, g_x)
+    y = _labels(np.zeros_like(x), data.noise_std, g_noise)  # f* = 0: the truth is w* = 0
+    arrays = {"w": polynomial.w_star(exponents)["w"], "x": x, "y": y}
+    return arrays, {"kind": "polynomial", "llc_true": polynomial.llc(exponents)}
+
+
 def target_spec(cfg: DictConfig) -> dict[str, Any]:
     """The part of the config that defines the target (and therefore its cache key)."""
     spec: dict[str, Any] = {
@@ -117,7 +154,7 @@ def build_target(cfg: DictConfig, cache_dir: Path | None = None) -> Target:
     """Build (or load from the cache) the target described by cfg.model / cfg.data / cfg.training."""
     spec = target_spec(cfg)
     kind = spec["model"]["name"]
-    builder = {"dln": _build_dln, "mlp": _build_mlp}[kind]
+    builder = {"dln": _build_dln, "mlp": _build_mlp, "polynomial": _build_polynomial}[kind]
     tid, arrays, meta, cached = store.get_or_build(
         cache_dir or store.default_cache_dir(), spec, lambda: builder(spec)
     )
@@ -126,11 +163,22 @@ def build_target(cfg: DictConfig, cache_dir: Path | None = None) -> Target:
         n_layers = len(spec["model"]["widths"]) - 1
         w_star: Any = [arrays[f"w{i}"] for i in range(n_layers)]
         apply: ApplyFn = dln.forward
+        product = dln.product
+    elif kind == "polynomial":
+        exponents = tuple(spec["model"]["exponents"])
+        w_star = {"w": arrays["w"]}
+
+        def apply(params: Any, x: jnp.ndarray) -> jnp.ndarray:
+            return x @ polynomial.product(params, exponents)
+
+        def product(params: Any) -> Any:
+            return polynomial.product(params, exponents)
     else:
         template = mlp.init_params(spec["model"]["widths"], spec["model"]["bias"], np.random.default_rng(0))
         treedef = jax.tree.structure(template)
         w_star = jax.tree.unflatten(treedef, [arrays[f"p{i}"] for i in range(treedef.num_leaves)])
         apply = mlp.make_apply(spec["model"]["activation"])
+        product = None
     return Target(
         target_id=tid,
         kind=kind,
@@ -140,4 +188,5 @@ def build_target(cfg: DictConfig, cache_dir: Path | None = None) -> Target:
         w_star=w_star,
         llc_true=meta.get("llc_true"),
         meta={**meta, "cached": cached},
+        product=product,
     )

@@ -18,16 +18,24 @@ def forward(params: Params, x: jnp.ndarray) -> jnp.ndarray:
     return x
 
 
+def product(params: Params) -> jnp.ndarray:
+    """The network's input-output matrix P = W_1 @ ... @ W_L (forward(params, x) = x @ P)."""
+    prod = params[0]
+    for w in params[1:]:
+        prod = prod @ w
+    return prod
+
+
 def num_params(widths: Sequence[int]) -> int:
     return sum(a * b for a, b in zip(widths[:-1], widths[1:]))
 
 
 def product_rank(params: Sequence[np.ndarray]) -> int:
-    """Rank of W_1 ... W_L, computed in float64 (float32 can show a rank above the narrowest width)."""
-    prod = np.asarray(params[0], dtype=np.float64)
-    for w in params[1:]:
-        prod = prod @ np.asarray(w, dtype=np.float64)
-    return int(np.linalg.matrix_rank(prod))
+    """Rank of W_1 ... W_L in float64 (float32 can show a rank above the narrowest width), with a
+    tolerance relative to the factors' norms, so that a product that is zero up to rounding has rank 0."""
+    from lambda_hat.targets.fiber import partial_product_ranks
+
+    return partial_product_ranks(params)[(0, len(params))]
 
 
 def make_teacher(widths: Sequence[int], true_rank: int | None, rng: np.random.Generator) -> list[np.ndarray]:
@@ -48,6 +56,20 @@ def make_teacher(widths: Sequence[int], true_rank: int | None, rng: np.random.Ge
         if product_rank(params) == want:
             return params
     raise RuntimeError(f"could not draw a teacher of rank {want} for widths {list(widths)}")
+
+
+def truncated_teacher(widths: Sequence[int], rank: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Every layer a random N(0, 1/fan_in) matrix truncated (SVD) to rank `rank`, as Lau et al.'s
+    reduced-rank experiments draw them; the product has rank `rank` almost surely (checked)."""
+    for _ in range(100):
+        params = []
+        for a, b in zip(widths[:-1], widths[1:]):
+            u, sv, vt = np.linalg.svd(rng.normal(0.0, 1.0 / math.sqrt(a), size=(a, b)), full_matrices=False)
+            sv[rank:] = 0.0
+            params.append((u * sv) @ vt)
+        if product_rank(params) == rank:
+            return params
+    raise RuntimeError(f"could not draw a truncated teacher of rank {rank} for widths {list(widths)}")
 
 
 def aoyagi_lambda(widths: Sequence[int], rank: int) -> float:

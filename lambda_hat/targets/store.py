@@ -20,7 +20,7 @@ import numpy as np
 from filelock import FileLock
 
 # Bump when the meaning of a stored target changes, so stale entries are never reused.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: DLN teachers on fiber components, llc_true = local λ, llc_global
 
 Arrays = dict[str, np.ndarray]
 Meta = dict[str, Any]
