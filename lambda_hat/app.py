@@ -16,12 +16,16 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
+from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from lambda_hat.config import RENAMED_KEYS, ConfigError, register_configs, validate
 
 log = logging.getLogger("lambda_hat")
+
+# Output folders of this process's sweep jobs that failed (the basic launcher runs them here).
+_failed_jobs: list[str] = []
 
 _PKG_CONF = Path(__file__).resolve().parent / "conf"  # inside an installed wheel
 CONF_DIR = _PKG_CONF if _PKG_CONF.is_dir() else Path(__file__).resolve().parent.parent / "conf"
@@ -164,21 +168,39 @@ def hydra_app(cfg: DictConfig) -> float | None:
 
         out_dir = Path(HydraConfig.get().runtime.output_dir)
         launch_dir = Path(hydra.utils.get_original_cwd())
+        # Hydra catches only Exception from a job, and its sweeper re-raises the first one after the
+        # batch: on_multirun_end (the sweep table) never runs, nor do later batches. So in a sweep a
+        # failed job is written down and returns; main() exits non-zero after the sweep.
+        sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
         try:
             metrics = run(cfg, out_dir, launch_dir)
         except TrackingError as e:
             # The estimate's files are on disk; say so in one line instead of a traceback.
             log.error("tracking failed: %s", e)
             print(f"lambda_hat: error: {e}; the results are in {out_dir}", file=sys.stderr, flush=True)
+            if sweeping:  # SystemExit would end the whole sweep
+                write_failure(out_dir, "failed", f"tracking failed: {e}")
+                _failed_jobs.append(str(out_dir))
+                return None
             raise SystemExit(3) from None
         except (KeyboardInterrupt, SystemExit) as e:
             write_failure(out_dir, "killed", f"interrupted ({type(e).__name__} {getattr(e, 'code', '')})".strip())
             raise
         except BaseException as e:
             # A sweep's table shows this job as a failed row with this message.
-            write_failure(out_dir, "failed", describe_error(e))
+            message = describe_error(e)
+            write_failure(out_dir, "failed", message)
+            if sweeping and isinstance(e, Exception):
+                log.error("job failed: %s", message)
+                print(f"lambda_hat: error: {message} (job {out_dir})", file=sys.stderr, flush=True)
+                _failed_jobs.append(str(out_dir))
+                return None
             raise
         print(summary_line(metrics), flush=True)
+        if cfg.objective.enabled:  # what a sweeper (Optuna) minimises
+            from lambda_hat.sweeps.objective import objective_value
+
+            return objective_value(cfg, metrics, out_dir)
         return metrics["llc_mean"]
 
 
@@ -232,3 +254,11 @@ def main() -> None:
         print(f"lambda_hat: error: {error}", file=sys.stderr)
         sys.exit(2)
     hydra_app()
+    from lambda_hat.sweeps import callbacks
+
+    table = callbacks.last_summary  # set by AggregateCallback in the launching process, any launcher
+    failed = max(len(_failed_jobs), table["failed"] if table else 0)
+    if failed:
+        where = f"; see {table['path']}" if table else ""
+        print(f"lambda_hat: error: {failed} job(s) of the sweep failed{where}", file=sys.stderr)
+        sys.exit(1)

@@ -273,6 +273,29 @@ class MLflowConfig:
 
 
 @dataclass
+class ReferenceConfig:
+    """How a reference λ is computed for a target without an analytic one (cached, reused)."""
+
+    sampler: str = "nuts"  # a full-batch sampler preset (conf/sampler/)
+    num_chains: int = 4
+    num_warmup: int = 1000
+    num_steps: int = 4000
+
+
+@dataclass
+class ObjectiveConfig:
+    """What a job returns to a sweeper (Optuna): its error against the reference λ."""
+
+    enabled: bool = False  # the hparams_search presets turn it on
+    metric: str = "abs_rel_error"  # abs_rel_error | rel_error | abs_error | sq_error
+    with_work: bool = False  # second objective: the run's total FGE (the Pareto front)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+
+
+OBJECTIVE_METRICS = ("abs_rel_error", "rel_error", "abs_error", "sq_error")
+
+
+@dataclass
 class Config:
     """Root schema. Group fields are typed ``Any`` because each group has several schemas."""
 
@@ -282,6 +305,7 @@ class Config:
     sampler: Any = MISSING
     training: Any = MISSING
     mlflow: MLflowConfig = field(default_factory=MLflowConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     seed: int = 0
     target_seed: Optional[int] = None  # seed of the teacher and data; None = same as `seed`
     # Content-addressed target cache; None = $LAMBDA_HAT_CACHE or ~/.cache/lambda_hat
@@ -398,6 +422,7 @@ def validate(cfg: DictConfig) -> None:
                 f"must start with {widths[0]} and end with {widths[-1]} (the student's input/output)",
             )
     _one_of(cfg, "prng_impl", PRNG_IMPLS)
+    _one_of(cfg, "objective.metric", OBJECTIVE_METRICS)
     if cfg.cpu_devices is not None:
         _positive(cfg, "cpu_devices", integer=True)
     _positive(cfg, "data.n", integer=True)

@@ -192,7 +192,10 @@ class TrackedRun:
             if self._record is not None:
                 from lambda_hat.outputs import write_json
 
-                write_json(self._record, {"run_id": self.run_id, "tracking_uri": self._uri})
+                write_json(
+                    self._record,
+                    {"run_id": self.run_id, "tracking_uri": self._uri, "pid": os.getpid(), "host": socket.gethostname()},
+                )
             client.log_batch(
                 self.run_id,
                 params=[Param(k, v) for k, v in self._params.items()],

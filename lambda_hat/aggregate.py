@@ -1,0 +1,87 @@
+"""Build a sweep's table (one row per job, parquet) from its folders or from an MLflow experiment.
+
+    python -m lambda_hat.aggregate DIR [DIR ...] [--out FILE]
+    python -m lambda_hat.aggregate --mlflow-experiment NAME [--tracking-uri URI] --out FILE
+
+DIR is a sweep folder (multirun/<date>/<time>), a folder of sweeps, or outputs/ with single runs:
+every folder under it holding .hydra/config.yaml is a job. With one DIR the table goes to
+DIR/llc_runs.parquet unless --out says otherwise. The MLflow runs of killed jobs that their store
+still shows RUNNING are set to KILLED (skip with --no-finalize; jobs whose folder changed in the
+last --min-idle seconds are left alone, in case they still run). Prints one summary line and a
+markdown table of the main columns. Exit status 2 (one line) when there is nothing to aggregate.
+See lambda_hat.sweeps.aggregate for the columns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+PROG = "lambda_hat.aggregate"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=f"python -m {PROG}", description=__doc__.split("\n\n")[0],
+        epilog="Columns: see the docstring of lambda_hat.sweeps.aggregate.",
+    )  # fmt: skip
+    p.add_argument("dirs", nargs="*", metavar="DIR", help="sweep folder(s), a folder of sweeps, or outputs/")
+    p.add_argument("--out", type=Path, help="parquet file to write (default: DIR/llc_runs.parquet for one DIR)")
+    p.add_argument("--mlflow-experiment", metavar="NAME", help="build the table from this MLflow experiment instead")
+    p.add_argument("--tracking-uri", metavar="URI", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    p.add_argument("--no-finalize", action="store_true", help="leave MLflow runs of killed jobs as they are")
+    p.add_argument("--min-idle", type=float, default=300.0, metavar="S",
+                   help="finalize only jobs whose folder has not changed for S seconds (default 300)")  # fmt: skip
+    p.add_argument("--max-rows", type=int, default=50, metavar="N", help="rows of the printed table (default 50)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+
+    def fail(message: str) -> int:
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return 2
+
+    if args.mlflow_experiment and args.dirs:
+        return fail("give either DIR(s) or --mlflow-experiment, not both")
+    if not args.mlflow_experiment and not args.dirs:
+        return fail("give a sweep folder DIR (or --mlflow-experiment NAME --out FILE)")
+    if args.tracking_uri and not args.mlflow_experiment:
+        return fail("--tracking-uri goes with --mlflow-experiment")
+    if args.out is None and (args.mlflow_experiment or len(args.dirs) > 1):
+        return fail("--out FILE is needed with " + ("--mlflow-experiment" if args.mlflow_experiment else "several DIRs"))
+    logging.basicConfig(level=logging.INFO, format=f"{PROG}: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+    from lambda_hat.sweeps import aggregate
+
+    if args.mlflow_experiment:
+        try:
+            df = aggregate.from_mlflow(args.mlflow_experiment, args.tracking_uri)
+        except ValueError as e:
+            return fail(str(e))
+        if not len(df):
+            return fail(f"experiment {args.mlflow_experiment!r} has no runs")
+    else:
+        dirs = [Path(d) for d in args.dirs]
+        for d in dirs:
+            if not d.is_dir():
+                return fail(f"{d}: no such folder")
+        df = aggregate.collect_rows(*dirs)
+        if not len(df):
+            return fail(f"{' '.join(map(str, dirs))}: no job folders (.hydra/config.yaml) under it")
+        if not args.no_finalize:
+            df = aggregate.finalize_orphan_runs(df, min_idle_s=args.min_idle)
+    out = (args.out if args.out is not None else Path(args.dirs[0]) / aggregate.TABLE_NAME).resolve()
+    path = aggregate.write_table(out.parent, df, out.name)
+    print(aggregate.summary_line(df, path))
+    print(aggregate.markdown_table(df, max_rows=args.max_rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

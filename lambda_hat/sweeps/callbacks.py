@@ -1,0 +1,64 @@
+"""Hydra callback: at the end of a multirun, the sweep's table (llc_runs.parquet in the sweep folder).
+
+Register it in conf/config.yaml::
+
+    hydra:
+      callbacks:
+        aggregate:
+          _target_: lambda_hat.sweeps.callbacks.AggregateCallback
+
+Hydra instantiates callbacks for single runs too, so this module imports only Hydra's base class;
+pandas (and mlflow, for orphan runs) are imported when a sweep ends.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger("lambda_hat")
+
+# The counts of the last table this process built ({"jobs", "ok", "failed", "killed", ...} plus
+# "path"), or None: lets the launching process exit non-zero when jobs failed, whatever the launcher.
+last_summary: dict[str, Any] | None = None
+
+
+class AggregateCallback(Callback):
+    """on_multirun_end: collect hydra.sweep.dir into <sweep dir>/<filename>, end the MLflow runs of
+    killed jobs left RUNNING, and log one line saying where the table is. Never raises."""
+
+    def __init__(self, filename: str = "llc_runs.parquet", finalize_mlflow: bool = True) -> None:
+        self.filename = filename
+        self.finalize_mlflow = finalize_mlflow
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        global last_summary
+        try:
+            from lambda_hat.sweeps import aggregate
+
+            sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+            df = aggregate.collect_rows(sweep_dir)
+            if not len(df):
+                log.warning("sweep table: no job folders under %s", sweep_dir)
+                return
+            if self.finalize_mlflow:
+                df = aggregate.finalize_orphan_runs(df)
+            path = aggregate.write_table(sweep_dir, df, self.filename)
+            last_summary = {**aggregate.summarize(df), "path": str(path)}
+            log.info("sweep table: %s", aggregate.summary_line(df, path))
+        except Exception as e:  # the jobs' own files are on disk; `python -m lambda_hat.aggregate` rebuilds it
+            log.warning(
+                "sweep table not written (%s: %s); rebuild it with: python -m lambda_hat.aggregate %s",
+                type(e).__name__, " ".join(str(e).split())[:300], _sweep_dir_text(config),
+            )  # fmt: skip
+
+
+def _sweep_dir_text(config: DictConfig) -> str:
+    try:
+        return str(config.hydra.sweep.dir)
+    except Exception:
+        return "<sweep dir>"
