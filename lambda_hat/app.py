@@ -172,8 +172,17 @@ def hydra_app(cfg: DictConfig) -> float | None:
         # batch: on_multirun_end (the sweep table) never runs, nor do later batches. So in a sweep a
         # failed job is written down and returns; main() exits non-zero after the sweep.
         sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
+        run_tags = {}
+        if sweeping:
+            from lambda_hat.sweeps import parent
+
+            hc = HydraConfig.get()
+            run_tags = {"lambda_hat.job_num": str(hc.job.num), "lambda_hat.overrides": " ".join(hc.overrides.task)}
+            parent_id = parent.find(Path(hc.sweep.dir))
+            if parent_id is not None:
+                run_tags["mlflow.parentRunId"] = parent_id
         try:
-            metrics = run(cfg, out_dir, launch_dir)
+            metrics = run(cfg, out_dir, launch_dir, run_tags)
         except TrackingError as e:
             # The estimate's files are on disk; say so in one line instead of a traceback.
             log.error("tracking failed: %s", e)

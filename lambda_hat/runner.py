@@ -70,6 +70,19 @@ def prepare(cfg: DictConfig, target: Target | None = None) -> tuple[Target, Post
     return target, posterior
 
 
+def version_tags() -> dict[str, str]:
+    """Versions that change the numbers (README: reproducibility), as MLflow tags."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("lambda_hat", "jax", "jaxlib", "blackjax"):
+        try:
+            out[f"version.{pkg}"] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
 def summary_line(m: dict[str, Any]) -> str:
     """The one-line result printed last: λ̂ ± se, the true λ when known, and the time."""
     if m["llc_mean"] is None:
@@ -147,8 +160,10 @@ def log_cost_estimate(cfg: DictConfig, posterior: Posterior, devices: int) -> di
     return {"seconds_per_gradient": per_grad, "estimated_time_s": None if expected is None else expected * scale}
 
 
-def run(cfg: DictConfig, out_dir: Path, launch_dir: Path) -> dict[str, Any]:
+def run(cfg: DictConfig, out_dir: Path, launch_dir: Path, run_tags: dict[str, str] | None = None) -> dict[str, Any]:
     """Run one estimate described by cfg, writing its files to out_dir; returns the metrics.
+
+    run_tags: extra MLflow tags (a sweep job's parent run, job number, overrides).
 
     Raises RunFailed when every chain diverged and tracking.TrackingError when MLflow fails
     (in both cases after the files are written).
@@ -166,7 +181,8 @@ def run(cfg: DictConfig, out_dir: Path, launch_dir: Path) -> dict[str, Any]:
     spec = registry.get(s.name)
     run_name = f"{s.name}-{cfg.model.name}-seed{cfg.seed}"
     record = out_dir / "mlflow_run.json"
-    with tracking.mlflow_run(cfg, launch_dir, run_name, started_wall, record) as tracked:
+    tags = {**version_tags(), "lambda_hat.output_dir": str(out_dir.resolve()), **(run_tags or {})}
+    with tracking.mlflow_run(cfg, launch_dir, run_name, started_wall, record, tags) as tracked:
         wait_for_tracking = tracked.wait if tracked is not None else (lambda: None)
         t0 = time.perf_counter()
         target = build_target(cfg, cache_dir_of(cfg))
@@ -246,11 +262,13 @@ def run(cfg: DictConfig, out_dir: Path, launch_dir: Path) -> dict[str, Any]:
             log.warning("health: %s", warning)
         metrics["total_time_s"] = time.perf_counter() - started
         files.append(outputs.write_metrics(out_dir, metrics))
-        tags = {
+        if tracked is not None and tracked.long_params:  # MLflow cuts params at 6000 characters
+            files.append(outputs.write_json(out_dir / "long_params.json", tracked.long_params))
+        result_tags = {
             "sampler": s.name, "model": cfg.model.name, "target_id": target.target_id, "status": metrics["status"],
             "health": "; ".join(metrics["warnings"]) or "ok",
         }  # fmt: skip
-        tracking.log_results(tracked, metrics, files, tags)
+        tracking.log_results(tracked, metrics, files, result_tags, frame)
         if metrics["status"] == "failed":
             raise RunFailed(f"all {s.num_chains} chains produced NaN/inf; see {out_dir / 'metrics.json'}")
     return metrics

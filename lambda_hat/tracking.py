@@ -129,10 +129,38 @@ def flatten_config(cfg: DictConfig) -> dict[str, str]:
             for k, v in node.items():
                 walk(v, f"{prefix}{k}.")
         else:
-            flat[prefix[:-1]] = str(node)[:MAX_PARAM_CHARS]
+            flat[prefix[:-1]] = str(node)
 
     walk(OmegaConf.to_container(cfg, resolve=True), "")
     return flat
+
+
+def split_long(values: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """(values MLflow takes as params, values too long for it): long ones go, intact, to an artifact."""
+    short = {k: v for k, v in values.items() if len(v) <= MAX_PARAM_CHARS}
+    return short, {k: v for k, v in values.items() if len(v) > MAX_PARAM_CHARS}
+
+
+SERIES_POINTS = 200  # per chain and series: enough for the UI's charts, cheap for SQLite
+
+
+def series_metrics(frame: Any, now_ms: int) -> list[Any]:
+    """Running λ̂ (after burn-in) and the λ̂ draw trace per chain as MLflow metric steps (the
+    sampler's step number), thinned to SERIES_POINTS each, so the UI overlays chains and runs."""
+    from mlflow.entities import Metric
+
+    out = []
+    for chain, rows in frame.groupby("chain"):
+        every = max(1, len(rows) // SERIES_POINTS)
+        kept = rows[~rows["burnin"]]
+        running = kept["llc"].expanding().mean()
+        for step, value in zip(kept["step"].to_numpy()[::every], running.to_numpy()[::every]):
+            if value == value:  # not NaN
+                out.append(Metric(f"running_llc/chain_{chain}", float(value), now_ms, int(step)))
+        for step, value in zip(rows["step"].to_numpy()[::every], rows["llc"].to_numpy()[::every]):
+            if value == value:
+                out.append(Metric(f"llc_draw/chain_{chain}", float(value), now_ms, int(step)))
+    return out
 
 
 def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -149,6 +177,22 @@ def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def experiment_id(client: Any, name: str, uri: str) -> str:
+    """The id of experiment `name`, created (artifacts beside a SQLite store) if it does not exist."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    db = sqlite_path(uri)
+    artifact_location = None if db is None else artifact_root(db)
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except Exception:  # created concurrently by another job
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
 class TrackedRun:
     """One job's MLflow run, created in a background thread while the job computes.
 
@@ -159,14 +203,15 @@ class TrackedRun:
 
     def __init__(
         self, cfg: DictConfig, launch_dir: Path, run_name: str, start_time: float | None = None,
-        record: Path | None = None,
+        record: Path | None = None, tags: dict[str, str] | None = None,
     ) -> None:
         # An inherited run id would make every parallel job write into one run.
         os.environ.pop("MLFLOW_RUN_ID", None)
         self._start_ms = int(1000 * (time.time() if start_time is None else start_time))
         self._uri = resolve_tracking_uri(cfg.mlflow.tracking_uri, launch_dir)
         self._experiment = str(cfg.mlflow.experiment)
-        self._params = flatten_config(cfg)
+        self._params, self.long_params = split_long(flatten_config(cfg))
+        self._tags = dict(tags or {})
         self._run_name = run_name
         self._record = record  # where to note the run id (the sweep table ends runs a kill left RUNNING)
         self._error: BaseException | None = None
@@ -199,24 +244,13 @@ class TrackedRun:
             client.log_batch(
                 self.run_id,
                 params=[Param(k, v) for k, v in self._params.items()],
-                tags=[RunTag(k, v) for k, v in source_tags().items()],
+                tags=[RunTag(k, v[:5000]) for k, v in {**source_tags(), **self._tags}.items()],
             )
         except BaseException as e:  # re-raised in the job's thread by _ready()
             self._error = e
 
     def _experiment_id(self, client: Any) -> str:
-        experiment = client.get_experiment_by_name(self._experiment)
-        if experiment is not None:
-            return experiment.experiment_id
-        db = sqlite_path(self._uri)
-        artifact_location = None if db is None else artifact_root(db)
-        try:
-            return client.create_experiment(self._experiment, artifact_location=artifact_location)
-        except Exception:  # created concurrently by another job
-            experiment = client.get_experiment_by_name(self._experiment)
-            if experiment is None:
-                raise
-            return experiment.experiment_id
+        return experiment_id(client, self._experiment, self._uri)
 
     def wait(self) -> None:
         """Block until the run is set up (call before the estimator's timed phases)."""
@@ -231,18 +265,22 @@ class TrackedRun:
         if self._error is not None:
             raise TrackingError(f"mlflow.tracking_uri={self._uri}: {_one_line(self._error)}") from self._error
 
-    def log_results(self, metrics: dict[str, Any], files: list[Path], tags: dict[str, str]) -> None:
-        """Tags, numeric metrics and output files of the finished job."""
+    def log_results(
+        self, metrics: dict[str, Any], files: list[Path], tags: dict[str, str], frame: Any = None
+    ) -> None:
+        """Tags, numeric metrics (and the λ̂ series of the trace frame) and output files of the job."""
         from mlflow.entities import Metric, RunTag
 
         self._ready()
         now = int(time.time() * 1000)
         try:
-            self.client.log_batch(
-                self.run_id,
-                metrics=[Metric(k, v, now, 0) for k, v in numeric_metrics(metrics).items()],
-                tags=[RunTag(k, v) for k, v in tags.items()],
-            )
+            scalars = [Metric(k, v, now, 0) for k, v in numeric_metrics(metrics).items()]
+            series = series_metrics(frame, now) if frame is not None else []
+            batch = scalars + series
+            for i in range(0, max(len(batch), 1), 1000):  # MLflow takes 1000 metrics per batch
+                self.client.log_batch(
+                    self.run_id, metrics=batch[i : i + 1000], tags=[RunTag(k, v) for k, v in tags.items()] if i == 0 else []
+                )
             for path in files:
                 self.client.log_artifact(self.run_id, str(path))
         except Exception as e:
@@ -269,7 +307,8 @@ def _one_line(e: BaseException) -> str:
 
 @contextmanager
 def mlflow_run(
-    cfg: DictConfig, launch_dir: Path, run_name: str, start_time: float | None = None, record: Path | None = None
+    cfg: DictConfig, launch_dir: Path, run_name: str, start_time: float | None = None, record: Path | None = None,
+    tags: dict[str, str] | None = None,
 ) -> Iterator[TrackedRun | None]:
     """An MLflow run for this job; it ends FINISHED, FAILED if the body raises, KILLED on a signal.
 
@@ -280,7 +319,7 @@ def mlflow_run(
         return
     from lambda_hat import signals
 
-    tracked = TrackedRun(cfg, launch_dir, run_name, start_time, record)
+    tracked = TrackedRun(cfg, launch_dir, run_name, start_time, record, tags)
     # If a signal cannot be handled in time (a long native call), the watchdog ends the run.
     unregister = signals.on_forced_exit(lambda: tracked.end("KILLED"))
     try:
@@ -297,6 +336,8 @@ def mlflow_run(
     tracked.end("FINISHED")
 
 
-def log_results(tracked: TrackedRun | None, metrics: dict[str, Any], files: list[Path], tags: dict[str, str]) -> None:
+def log_results(
+    tracked: TrackedRun | None, metrics: dict[str, Any], files: list[Path], tags: dict[str, str], frame: Any = None
+) -> None:
     if tracked is not None:
-        tracked.log_results(metrics, files, tags)
+        tracked.log_results(metrics, files, tags, frame)

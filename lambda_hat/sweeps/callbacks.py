@@ -35,6 +35,16 @@ class AggregateCallback(Callback):
         self.filename = filename
         self.finalize_mlflow = finalize_mlflow
 
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """The sweep's MLflow parent run; its jobs become its children (lambda_hat.sweeps.parent)."""
+        try:
+            from lambda_hat.sweeps import parent
+
+            launch_dir = Path(str(config.hydra.runtime.cwd))
+            parent.start(config, Path(str(config.hydra.sweep.dir)).resolve(), launch_dir)
+        except Exception as e:  # the jobs still log their own runs
+            log.warning("no MLflow parent run for this sweep (%s: %s)", type(e).__name__, " ".join(str(e).split())[:300])
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         global last_summary
         try:
@@ -50,6 +60,9 @@ class AggregateCallback(Callback):
             path = aggregate.write_table(sweep_dir, df, self.filename)
             last_summary = {**aggregate.summarize(df), "path": str(path)}
             log.info("sweep table: %s", aggregate.summary_line(df, path))
+            from lambda_hat.sweeps import parent
+
+            parent.finish(sweep_dir, path, last_summary)
         except Exception as e:  # the jobs' own files are on disk; `python -m lambda_hat.aggregate` rebuilds it
             log.warning(
                 "sweep table not written (%s: %s); rebuild it with: python -m lambda_hat.aggregate %s",
