@@ -21,7 +21,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from lambda_hat.devices import CHAIN_AXIS, chain_mesh
+from lambda_hat.devices import CHAIN_AXIS, chain_mesh, cpu_compiler_options
 from lambda_hat.posterior import Posterior
 from lambda_hat.samplers.base import Kernel, StepwiseWarmup
 from lambda_hat.trace import Trace
@@ -35,9 +35,9 @@ def chunk_length(num_draws: int, max_chunks: int) -> int:
     return next(c for c in range(target, num_draws + 1) if num_draws % c == 0)
 
 
-def _timed_compile(fn, *args):
+def _timed_compile(fn, *args, mesh: Mesh | None = None):
     start = time.perf_counter()
-    compiled = fn.lower(*args).compile()
+    compiled = fn.lower(*args).compile(compiler_options=cpu_compiler_options(mesh) or None)
     return compiled, time.perf_counter() - start
 
 
@@ -114,13 +114,16 @@ def _run_stepwise_warmup(
         carry, t, fge, _ = jax.lax.fori_loop(0, num, body, (carry, t, zeros, zeros))
         return carry, t, fge
 
-    init_fn = jax.jit(_over_chains(init_all, mesh, (chains, chains, replicated), chains))
+    options = cpu_compiler_options(mesh) or None
+    init_fn = jax.jit(_over_chains(init_all, mesh, (chains, chains, replicated), chains), compiler_options=options)
     chunk_fn = _over_chains(chunk, mesh, (chains, replicated, replicated, replicated), (chains, replicated, chains))
-    final_fn = jax.jit(_over_chains(jax.vmap(warmup.final, in_axes=(0, None)), mesh, (chains, replicated), chains))
+    final_fn = jax.jit(
+        _over_chains(jax.vmap(warmup.final, in_axes=(0, None)), mesh, (chains, replicated), chains), compiler_options=options
+    )
     carry = init_fn(keys, states, posterior)
     t = _place(mesh, jnp.zeros((), jnp.int32), replicated)
     num = _place(mesh, jnp.zeros((), jnp.int32), replicated)
-    compiled, compile_time = _timed_compile(jax.jit(chunk_fn, donate_argnums=(0,)), carry, t, num, posterior)
+    compiled, compile_time = _timed_compile(jax.jit(chunk_fn, donate_argnums=(0,)), carry, t, num, posterior, mesh=mesh)
     before_timed()
     per_chunk = math.ceil(warmup.num_steps / max(1, max_chunks if progress else 1))
     fge_total = 0.0
@@ -196,7 +199,7 @@ def run_chains(
             warm_fn = jax.jit(
                 _over_chains(jax.vmap(kernel.warmup, in_axes=(0, 0, None)), mesh, (chains, chains, replicated), chains)
             )
-            compiled, warmup_compile = _timed_compile(warm_fn, warm_keys, states, posterior)
+            compiled, warmup_compile = _timed_compile(warm_fn, warm_keys, states, posterior, mesh=mesh)
             before_timed()
             start = time.perf_counter()
             with _heartbeat(f"[{label}] warm-up still running", heartbeat_s, progress):
@@ -256,7 +259,7 @@ def run_chains(
     )
     t = _place(mesh, t, replicated)
     compiled, compile_time = _timed_compile(
-        jax.jit(chunk_fn, donate_argnums=(0,)), states, t, posterior, params, chain_keys
+        jax.jit(chunk_fn, donate_argnums=(0,)), states, t, posterior, params, chain_keys, mesh=mesh
     )
 
     if not timed_started:
