@@ -267,6 +267,10 @@ def main() -> None:
 
     table = callbacks.last_summary  # set by AggregateCallback in the launching process, any launcher
     failed = max(len(_failed_jobs), table["failed"] if table else 0)
+    search = sys.modules.get("lambda_hat.sweeps.optuna_sweeper")
+    if failed and search is not None and search.search_ran:
+        print(f"lambda_hat: {failed} trial(s) failed (recorded as FAIL in the study)", file=sys.stderr)
+        return
     if failed:
         where = f"; see {table['path']}" if table else ""
         print(f"lambda_hat: error: {failed} job(s) of the sweep failed{where}", file=sys.stderr)
