@@ -287,6 +287,9 @@ def test_lanczos_and_gram_agree_with_dense_on_a_medium_case() -> None:
     assert d2["hessian_rank"] == l2["hessian_rank"] == d2["orbit_codim"] > d2["expected_rank"]
     g2 = F.hessian_rank_check(other, method="gram")
     assert g2["hessian_rank"] == d2["hessian_rank"]
+    # the measured-ranks formula (auto for large in x out and d) agrees with the numerics
+    assert F.hessian_rank_check(other, method="formula")["hessian_rank"] == d2["hessian_rank"]
+    assert F.hessian_rank_check(teacher, method="formula")["hessian_rank"] == dense["hessian_rank"]
     assert d2["morse_bott"] and math.isclose(F.local_llc(other), d2["hessian_rank"] / 2)
     # auto: the (n_0 n_L)² matrix at these widths.
     assert F.hessian_rank_check(other)["method"] == "gram"
