@@ -1,0 +1,180 @@
+"""Sweep overhead benchmark: what a multirun costs beyond its estimators, per launcher.
+
+Runs each sweep below as one command (``python -m lambda_hat --multirun ...``), times the wall
+clock of the whole command (interpreter start, imports, every job, the sweep table), reads the
+sweep's ``llc_runs.parquet`` (or, if it is missing, the jobs' ``metrics.json``) and prints a
+markdown table, one row per (sweep, launcher), medians over ``--repeats``:
+
+  jobs            jobs in the sweep (rows of the table)
+  ok              jobs with status ok / some_chains_diverged
+  wall s          wall clock of the whole command
+  cpu s           user + system CPU time of the command and its children
+  sampling+warmup s   summed over jobs: sampling_time_s + warmup_time_s
+  compile s       summed over jobs: compile_time_s + warmup_compile_time_s
+  overhead/job s  (wall - summed estimator time) / jobs, estimator time = sampling + warm-up +
+                  both compiles. With a parallel launcher the summed estimator time can exceed
+                  the wall clock, and this goes negative: that is the launcher's speed-up.
+
+Sweeps (``--sweeps``):
+  sgld8  8 small SGLD jobs: model.widths=[4,6,4] model.true_rank=2 data.n=10000
+         sampler.batch_size=100 sampler.num_steps=2000 seed=0..7
+  smoke  +experiment=smoke (every sampler once on a tiny DLN)
+
+Launchers (``--launcher``, repeatable): ``basic`` (Hydra's in-process basic launcher, the
+default) or any ``hydra/launcher`` option, passed as ``hydra/launcher=<name>``.
+
+Every command runs in a fresh temporary folder with mlflow.enabled=false (``--mlflow``: MLflow on,
+a SQLite store in that folder). The target and XLA caches are the usual ones ($LAMBDA_HAT_CACHE
+or ~/.cache/lambda_hat), so after the first repeat compilation mostly hits the persistent cache;
+``--cold`` gives every command an empty cache instead (compilation from scratch). The machine
+may be shared: the 1-minute load average before each command is printed; compare medians.
+
+Usage (from the repository root):
+  python scripts/bench_sweep_overhead.py                          # both sweeps, basic launcher, 3 repeats
+  python scripts/bench_sweep_overhead.py --sweeps smoke --repeats 1
+  python scripts/bench_sweep_overhead.py --launcher basic --launcher local_parallel
+  python scripts/bench_sweep_overhead.py --cold --repeats 2 --json results.json
+  python scripts/bench_sweep_overhead.py --extra cpu_devices=1    # more overrides for every sweep
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SWEEPS: dict[str, list[str]] = {
+    "sgld8": [
+        "model.widths=[4,6,4]", "model.true_rank=2", "data.n=10000", "sampler.batch_size=100",
+        "sampler.num_steps=2000", "seed=0,1,2,3,4,5,6,7",
+    ],
+    "smoke": ["+experiment=smoke"],
+}  # fmt: skip
+OK_STATUS = ("ok", "some_chains_diverged")
+ESTIMATOR_TIMES = ("sampling_time_s", "warmup_time_s", "compile_time_s", "warmup_compile_time_s")
+
+
+def job_table(sweep_dir: Path) -> pd.DataFrame:
+    """One row per job: the sweep's llc_runs.parquet, else the jobs' metrics.json files."""
+    table = sweep_dir / "llc_runs.parquet"
+    if table.is_file():
+        return pd.read_parquet(table)
+    rows = []
+    for path in sorted(sweep_dir.glob("*/metrics.json")):
+        try:
+            rows.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            rows.append({"status": "unreadable"})
+    return pd.DataFrame(rows)
+
+
+def _sum(df: pd.DataFrame, *cols: str) -> float:
+    return float(sum(pd.to_numeric(df[c], errors="coerce").fillna(0.0).sum() for c in cols if c in df))
+
+
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def run_once(sweep: str, launcher: str, args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix=f"lh_overhead_{sweep}_") as tmp:
+        work = Path(tmp)
+        sweep_dir = work / "sweep"
+        cmd = [sys.executable, "-m", "lambda_hat", "--multirun", *SWEEPS[sweep], *args.extra,
+               f"hydra.sweep.dir={sweep_dir}"]  # fmt: skip
+        if launcher != "basic":
+            cmd.append(f"hydra/launcher={launcher}")
+        if args.mlflow:
+            cmd += ["mlflow.enabled=true", f"mlflow.tracking_uri=sqlite:///{work / 'mlflow.db'}"]
+        else:
+            cmd.append("mlflow.enabled=false")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        if args.cold:
+            env["LAMBDA_HAT_CACHE"] = str(work / "cache")
+        load = os.getloadavg()[0]
+        cpu0, t0 = _children_cpu(), time.perf_counter()
+        proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=args.timeout)
+        wall, cpu = time.perf_counter() - t0, _children_cpu() - cpu0
+        if proc.returncode != 0:
+            tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+            raise SystemExit(f"{sweep} ({launcher}) failed with exit code {proc.returncode}:\n{' '.join(cmd)}\n{tail}")
+        df = job_table(sweep_dir)
+    jobs = len(df)
+    ok = int(df["status"].isin(OK_STATUS).sum()) if "status" in df else 0
+    sampling = _sum(df, "sampling_time_s", "warmup_time_s")
+    compile_s = _sum(df, "compile_time_s", "warmup_compile_time_s")
+    return {
+        "sweep": sweep, "launcher": launcher, "jobs": jobs, "ok": ok, "wall_s": wall, "cpu_s": cpu,
+        "sampling_warmup_s": sampling, "compile_s": compile_s,
+        "overhead_per_job_s": (wall - sampling - compile_s) / max(jobs, 1), "load1": load,
+    }  # fmt: skip
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    head = ("sweep", "launcher", "jobs", "ok", "wall s", "cpu s", "sampling+warmup s", "compile s", "overhead/job s", "load")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["sweep"], r["launcher"], str(r["jobs"]), str(r["ok"])]
+        cells += [f"{r[k]:.1f}" for k in ("wall_s", "cpu_s", "sampling_warmup_s", "compile_s")]
+        cells += [f"{r['overhead_per_job_s']:.2f}", f"{r['load1']:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])  # fmt: skip
+    p.add_argument("--launcher", action="append", metavar="NAME",
+                   help="'basic' (default) or a hydra/launcher option; repeat for several")  # fmt: skip
+    p.add_argument("--sweeps", default="sgld8,smoke", help=f"comma-separated, from {', '.join(SWEEPS)} (default: all)")
+    p.add_argument("--repeats", type=int, default=3, help="runs of each sweep per launcher; medians are printed (default 3)")
+    p.add_argument("--cold", action="store_true", help="an empty target/XLA cache for every command")
+    p.add_argument("--mlflow", action="store_true", help="MLflow on (SQLite store in the command's temp folder)")
+    p.add_argument("--extra", action="append", default=[], metavar="OVERRIDE", help="an override added to every sweep")
+    p.add_argument("--timeout", type=float, default=1800.0, help="seconds per command (default 1800)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write every repeat's numbers to FILE")
+    args = p.parse_args(argv)
+    launchers = args.launcher or ["basic"]
+    sweeps = [s.strip() for s in args.sweeps.split(",") if s.strip()]
+    unknown = [s for s in sweeps if s not in SWEEPS]
+    if unknown:
+        p.error(f"unknown sweep(s) {', '.join(unknown)}; known: {', '.join(SWEEPS)}")
+
+    raw: list[dict[str, Any]] = []
+    summary: list[dict[str, Any]] = []
+    for sweep in sweeps:
+        for launcher in launchers:
+            runs = []
+            for i in range(args.repeats):
+                r = run_once(sweep, launcher, args)
+                r["repeat"] = i
+                print(f"# {sweep} / {launcher} repeat {i + 1}/{args.repeats}: wall {r['wall_s']:.1f}s, {r['ok']}/{r['jobs']} ok, "
+                      f"load {r['load1']:.1f}", file=sys.stderr, flush=True)  # fmt: skip
+                runs.append(r)
+            raw += runs
+            med = {k: statistics.median(r[k] for r in runs) for k in runs[0] if isinstance(runs[0][k], float)}
+            summary.append({**runs[0], **med, "jobs": runs[0]["jobs"], "ok": min(r["ok"] for r in runs)})
+    cache = "cold cache" if args.cold else "warm cache after the first repeat"
+    print(f"sweep overhead, median of {args.repeats} repeat(s), {cache}, mlflow {'on' if args.mlflow else 'off'}, "
+          f"{os.cpu_count()} CPUs\n")  # fmt: skip
+    print(markdown(summary))
+    if args.json:
+        args.json.write_text(json.dumps({"summary": summary, "runs": raw}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The experiment presets (conf/experiment/): each composes and validates for every job of its
+sweep, together they cover every sampler, and the smoke preset runs for real."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from lambda_hat import registry
+from lambda_hat.app import CONF_DIR, check_overrides, compose_config
+from lambda_hat.config import validate
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+# Sweep keys that choose the sampler: the group itself, or a per-sampler experiment entry.
+SAMPLER_KEYS = ("sampler", "+experiment@_global_")
+
+
+@functools.cache
+def sweep_params(name: str) -> dict[str, list[str]]:
+    """The preset's hydra.sweeper.params, each parsed into its values as the sweeper does."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[f"+experiment={name}"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params or {}
+    parser = OverridesParser.create()
+    out: dict[str, list[str]] = {}
+    for key, value in params.items():
+        override = parser.parse_overrides([f"{key}={value}"])[0]
+        out[str(key)] = list(override.sweep_string_iterator()) if override.is_sweep_override() else [str(value)]
+    return out
+
+
+def sweep_jobs(name: str) -> list[list[str]]:
+    """Overrides of the jobs to check: every combination of the sweep's values, except that
+    seed-like integer sweeps are represented by their first value (they change no key)."""
+    params = sweep_params(name)
+    axes = [[f"{k}={v}" for v in (values[:1] if k in ("seed", "target_seed") else values)] for k, values in params.items()]
+    return [[f"+experiment={name}", *combo] for combo in itertools.product(*axes)] or [[f"+experiment={name}"]]
+
+
+def test_there_are_experiments() -> None:
+    assert "smoke" in EXPERIMENTS and "sampler_benchmark" in EXPERIMENTS
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_composes_and_validates_for_every_job(name: str) -> None:
+    cfg = compose_config([f"+experiment={name}"])
+    validate(cfg)
+    if sweep_params(name):  # a sweep preset logs to its own MLflow experiment
+        assert cfg.mlflow.experiment != "lambda_hat", f"{name}: give the sweep its own mlflow.experiment"
+    for overrides in sweep_jobs(name):
+        validate(compose_config(overrides))
+    # the command line's own up-front check (first value of each sweep) accepts it too
+    assert check_overrides(["--multirun", f"+experiment={name}"]) is None
+
+
+@pytest.mark.parametrize("name", [n for n in EXPERIMENTS if any(k in sweep_params(n) for k in SAMPLER_KEYS)])
+def test_sampler_sweeps_cover_every_sampler_and_compose_with_each(name: str) -> None:
+    params = sweep_params(name)
+    key = next(k for k in SAMPLER_KEYS if k in params)
+    samplers = [compose_config([f"+experiment={name}", f"{key}={v}"]).sampler.name for v in params[key]]
+    assert sorted(samplers) == sorted(registry.names()), f"{name} sweeps {samplers}"
+    assert len(set(samplers)) == len(samplers), f"{name}: a sampler appears twice in {samplers}"
+    if key == "sampler":  # a plain `sampler=<each>` override gives the same job
+        for s in samplers:
+            validate(compose_config([f"+experiment={name}", f"sampler={s}"]))
+
+
+def test_sampler_benchmark_budgets_are_comparable_in_fge() -> None:
+    """The preset's per-chain budgets (warm-up included) agree within a factor 1.5 where they are
+    known up front: SG-MCMC from steps x batch / n, full batch from the estimators' own cost model."""
+    fge = {}
+    for v in sweep_params("sampler_benchmark")["+experiment@_global_"]:
+        cfg = compose_config(["+experiment=sampler_benchmark", f"+experiment@_global_={v}"])
+        s = cfg.sampler
+        spec = registry.get(s.name)
+        if spec.family == "minibatch":
+            steps = s.num_steps + (2 * s.num_tune if "num_tune" in s and s.target_mala_accept is not None else 0)
+            fge[s.name] = steps * s.batch_size / cfg.data.n
+        else:
+            expected, upper = spec.gradients_per_chain(s)
+            fge[s.name] = expected if expected is not None else upper
+    known = {k: v for k, v in fge.items() if v is not None}
+    assert len(known) >= 8, fge
+    assert max(known.values()) / min(known.values()) < 1.5, fge
+
+
+@pytest.mark.slow
+def test_smoke_preset_runs_every_sampler(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "lambda_hat", "--multirun", "+experiment=smoke", f"hydra.sweep.dir={sweep}", "mlflow.enabled=false"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    df = pd.read_parquet(sweep / "llc_runs.parquet")
+    assert sorted(df["sampler"]) == sorted(registry.names())
+    assert df["status"].isin(["ok", "some_chains_diverged"]).all(), df[["sampler", "status", "error"]].to_string()
+    rel = (df["llc_mean"] / df["llc_true"] - 1).abs()
+    close = df.loc[rel < 0.3, "sampler"].tolist()
+    assert len(close) >= len(df) - 1, df[["sampler", "llc_mean", "llc_true"]].to_string()
