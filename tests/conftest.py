@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,3 +47,14 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
         return compose_config([*extra, *overrides])
 
     return _make
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m lambda_hat ARGS` as a user runs it, in cwd, with this checkout on the path."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "lambda_hat", *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=timeout
+    )

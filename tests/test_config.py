@@ -11,6 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from lambda_hat.app import check_overrides
+from tests.conftest import run_cli
 from lambda_hat.config import (
     AdamSGLDConfig,
     DLNModelConfig,
@@ -144,13 +145,8 @@ def test_burnin_follows_the_run_length_unless_given() -> None:
     assert burnin_steps(OmegaConf.create({"num_burnin": 500, "burnin_fraction": 0.9, "num_steps": 2000})) == 500
 
 
-def _run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "lambda_hat", *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=120)
-
-
 def test_help_is_lambda_hats_own(tmp_path: Path) -> None:
-    proc = _run_cli(["--help"], tmp_path)
+    proc = run_cli(["--help"], tmp_path)
     assert proc.returncode == 0
     out = proc.stdout
     assert "powered by Hydra" not in out and "schema/" not in out
@@ -159,7 +155,7 @@ def test_help_is_lambda_hats_own(tmp_path: Path) -> None:
 
 
 def test_cfg_job_prints_the_config(tmp_path: Path) -> None:
-    proc = _run_cli(["--cfg", "job", "sampler=hmc"], tmp_path)
+    proc = run_cli(["--cfg", "job", "sampler=hmc"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "num_integration_steps: 16" in proc.stdout and not (tmp_path / "outputs").exists()
 

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,9 +14,8 @@ import pytest
 from lambda_hat import runner, tracking
 from lambda_hat.posterior import make_posterior
 from lambda_hat.targets import build_target
-from tests.conftest import TINY
+from tests.conftest import TINY, run_cli
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_tracking_setup_ends_before_the_estimators_timed_phases(make_cfg, tmp_path: Path, monkeypatch) -> None:
@@ -83,18 +79,13 @@ def test_gram_loss_equals_the_row_loss(make_cfg, dtype: str) -> None:
             np.testing.assert_allclose(ga, gb, rtol=2e-3 if dtype == "float32" else 1e-8, atol=1e-3 if dtype == "float32" else 1e-9)
 
 
-def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "lambda_hat", *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
-
-
 def test_unusable_tracking_store_is_refused_before_anything_runs(tmp_path: Path) -> None:
-    proc = _cli(["mlflow.tracking_uri=sqlite:////proc/no/such/dir/mlflow.db"], tmp_path)
+    proc = run_cli(["mlflow.tracking_uri=sqlite:////proc/no/such/dir/mlflow.db"], tmp_path)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "mlflow.tracking_uri=sqlite:////proc/no/such/dir/mlflow.db" in lines[0]
     assert not (tmp_path / "outputs").exists()
-    proc = _cli(["mlflow.tracking_uri=http://127.0.0.1:9"], tmp_path)  # nothing listens on port 9
+    proc = run_cli(["mlflow.tracking_uri=http://127.0.0.1:9"], tmp_path)  # nothing listens on port 9
     assert proc.returncode == 2 and "no tracking server answers" in proc.stderr
 
 

@@ -72,6 +72,23 @@ def truncated_teacher(widths: Sequence[int], rank: int, rng: np.random.Generator
     raise RuntimeError(f"could not draw a truncated teacher of rank {rank} for widths {list(widths)}")
 
 
+def aoyagi_bottlenecks(widths: Sequence[int], rank: int) -> list[int]:
+    """Aoyagi's set S as its sorted values m_i = H_i − r: the k smallest, for the smallest k with
+    max S < min(rest), sum S >= (k−1) max S and sum S < (k−1) min(rest) (S = all always qualifies)."""
+    m = sorted(int(hi) - int(rank) for hi in widths)
+    for k in range(1, len(m) + 1):
+        s_set, rest = m[:k], m[k:]
+        ell, total = k - 1, sum(s_set)
+        if rest and not max(s_set) < min(rest):
+            continue
+        if not total >= ell * max(s_set):
+            continue
+        if rest and not total < ell * min(rest):
+            continue
+        return s_set
+    raise RuntimeError(f"no admissible set S for widths {list(widths)}, rank {rank}")  # unreachable
+
+
 def aoyagi_lambda(widths: Sequence[int], rank: int) -> float:
     """Learning coefficient of a deep linear network at a teacher of the given product rank.
 
@@ -83,22 +100,7 @@ def aoyagi_lambda(widths: Sequence[int], rank: int) -> float:
     r = int(rank)
     if not 0 <= r <= min(h):
         raise ValueError(f"rank {r} outside [0, {min(h)}] for widths {h}")
-    m = sorted(hi - r for hi in h)
-    chosen: list[int] | None = None
-    for k in range(1, len(m) + 1):
-        s_set, rest = m[:k], m[k:]
-        ell = k - 1
-        total = sum(s_set)
-        if rest and not max(s_set) < min(rest):
-            continue
-        if not total >= ell * max(s_set):
-            continue
-        if rest and not total < ell * min(rest):
-            continue
-        chosen = s_set
-        break
-    if chosen is None:  # unreachable for valid input: S = everything satisfies the conditions
-        raise RuntimeError(f"no admissible set S for widths {h}, rank {r}")
+    chosen = aoyagi_bottlenecks(h, r)
     ell = len(chosen) - 1
     s = sum(chosen)
     base = (-(r**2) + r * (h[0] + h[-1])) / 2.0

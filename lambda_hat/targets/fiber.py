@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from lambda_hat.targets.dln import aoyagi_lambda
+from lambda_hat.targets.dln import aoyagi_bottlenecks, aoyagi_lambda
 
 Ranks = dict[tuple[int, int], int]  # (i, j) -> rank of W_{i+1} ... W_j, 0 <= i < j <= L
 Laces = dict[tuple[int, int], int]  # (a, b) -> multiplicity of the interval module [a, b]
@@ -200,20 +200,8 @@ def jacobian_rank_formula(widths: Sequence[int], ranks: Ranks) -> int:
 
 def bottleneck_set(widths: Sequence[int], rank: int) -> list[int]:
     """Vertex indices of Aoyagi's set S (the k smallest m_i = n_i − r, ties all in or all out)."""
-    m = [int(v) - int(rank) for v in widths]
-    srt = sorted(m)
-    for k in range(1, len(srt) + 1):
-        s_set, rest = srt[:k], srt[k:]
-        ell, total = k - 1, sum(s_set)
-        if rest and not max(s_set) < min(rest):
-            continue
-        if not total >= ell * max(s_set):
-            continue
-        if rest and not total < ell * min(rest):
-            continue
-        thr = max(s_set)
-        return [i for i, v in enumerate(m) if v <= thr]
-    raise RuntimeError("unreachable: S = all vertices is admissible")
+    thr = max(aoyagi_bottlenecks(widths, rank))
+    return [i for i, v in enumerate(widths) if int(v) - int(rank) <= thr]
 
 
 def top_component_laces(widths: Sequence[int], rank: int) -> Laces:
