@@ -104,8 +104,11 @@ def test_mlp_switches_to_gaussian_data_unless_overridden(make_cfg) -> None:
 VARIANTS = {("sampler", "sgld_lau"), ("data", "normal"), ("model", "regular")}
 
 
+SCHEMA_GROUPS = ("model", "data", "posterior", "sampler", "training")  # experiment/, hparams_search/ are global presets
+
+
 def _presets() -> list[tuple[str, str]]:
-    return sorted((d.name, f.stem) for d in (ROOT / "conf").iterdir() if d.is_dir() for f in d.glob("*.yaml"))
+    return sorted((g, f.stem) for g in SCHEMA_GROUPS for f in (ROOT / "conf" / g).glob("*.yaml"))
 
 
 @pytest.mark.parametrize("group,preset", _presets())

@@ -56,11 +56,13 @@ def test_split_chains_match_one_device(
     split, single = traces
     assert np.all(np.isfinite(split.loss))
     if sampler == "sgld_lau":  # no adaptation (fixed step): the same draws up to float rounding
-        np.testing.assert_allclose(split.loss, single.loss, rtol=1e-5)
+        # atol: near w* the loss is at float32 rounding (~1e-13), where the two programs round apart
+        np.testing.assert_allclose(split.loss, single.loss, rtol=1e-5, atol=1e-10)
     else:
         # Same random draws, but full-batch float sums may round differently in the last bit for
         # another number of chains per device; step-size adaptation amplifies that (measured:
         # adapted step sizes equal to 1e-6 on most chains, 1% apart on one), so compare statistics.
         assert split.loss.mean() == pytest.approx(single.loss.mean(), rel=0.1)
-        assert np.median(split.warmup["step_size"]) == pytest.approx(np.median(single.warmup["step_size"]), rel=0.1)
+        # (the split program is also compiled without YNN fusions, devices.cpu_compiler_options: 12% apart measured)
+        assert np.median(split.warmup["step_size"]) == pytest.approx(np.median(single.warmup["step_size"]), rel=0.25)
     assert split.n_fge == pytest.approx(single.n_fge)
