@@ -25,12 +25,61 @@ CHAIN_AXIS = "chains"
 _reported: set[int] = set()  # requests already reported as unmet (say it once per process)
 
 
-def usable_cores() -> int:
-    """CPU cores this process may run on (respects taskset/cgroup affinity where the OS tells)."""
+CPU_SHARE_ENV = "LAMBDA_HAT_CPUS"  # a launcher's share of the machine for one job (local_parallel)
+EXPECT_GPU_ENV = "LAMBDA_HAT_EXPECT_GPU"  # set by GPU launch presets: the job asked for a GPU
+
+
+def _positive_int(text: str | None) -> int | None:
     try:
-        return len(os.sched_getaffinity(0))
+        value = int(str(text).split("(")[0])  # SLURM may write e.g. "4(x2)"
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
+def usable_cores() -> int:
+    """CPU cores this job may run on: the OS affinity (taskset, cgroups), capped by the job's share
+    when a launcher gives one (SLURM_CPUS_PER_TASK, or LAMBDA_HAT_CPUS from local_parallel) — a
+    scheduler without CPU binding (task/none) leaves every core in the affinity mask."""
+    try:
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    for var in (CPU_SHARE_ENV, "SLURM_CPUS_PER_TASK"):
+        share = _positive_int(os.environ.get(var))
+        if share is not None:
+            cores = min(cores, share)
+    return cores
+
+
+def gpu_requested() -> bool:
+    """Whether this job was launched to use a GPU (a GPU preset, or a SLURM allocation with GPUs)."""
+    if os.environ.get(EXPECT_GPU_ENV, "").strip().lower() in ("1", "true", "yes"):
+        return True
+    for var in ("SLURM_GPUS_ON_NODE", "SLURM_GPUS_PER_TASK", "SLURM_GPUS"):
+        if _positive_int(os.environ.get(var)):
+            return True
+    return bool(os.environ.get("SLURM_JOB_GPUS") or os.environ.get("SLURM_STEP_GPUS"))
+
+
+def device_record() -> dict[str, object]:
+    """The devices JAX actually runs on: platform (cpu, gpu, tpu), device kind and count."""
+    devices = jax.devices()
+    return {
+        "device_platform": devices[0].platform,
+        "device_kind": str(devices[0].device_kind),
+        "device_count": len(devices),
+    }
+
+
+def device_warning(record: dict[str, object]) -> str | None:
+    """A health warning when the job asked for a GPU but JAX runs on the CPU."""
+    if gpu_requested() and record.get("device_platform") == "cpu":
+        return (
+            "a GPU was requested but JAX runs on the CPU (is a CUDA build of jaxlib installed, e.g. "
+            "`pip install -U \"jax[cuda12]\"`, and is the GPU visible: CUDA_VISIBLE_DEVICES?)"
+        )
+    return None
 
 
 def configure_cpu_devices(count: int | None) -> int:

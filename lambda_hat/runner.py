@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from lambda_hat import outputs, registry, tracking
 from lambda_hat.config import burnin_steps, validate
-from lambda_hat.devices import configure_cpu_devices
+from lambda_hat.devices import configure_cpu_devices, device_record, device_warning
 from lambda_hat.estimate import efficiency, estimate_llc, health_warnings, sampler_diagnostics
 from lambda_hat.posterior import Posterior, make_posterior
 from lambda_hat.samplers import build_kernel
@@ -241,6 +241,7 @@ def run(cfg: DictConfig, out_dir: Path, launch_dir: Path, run_tags: dict[str, st
             "warmup_compile_time_s": trace.warmup_compile_time_s,
             "timing_notes": TIMING_NOTES,
             "chain_devices": trace.devices,
+            **device_record(),  # what the job actually ran on (platform, kind, count)
             "target_time_s": target_time,
             "target_cached": bool(target.meta.get("cached")),
             "chain_steps_per_s": s.num_chains * s.num_steps / trace.sampling_time_s,
@@ -258,6 +259,9 @@ def run(cfg: DictConfig, out_dir: Path, launch_dir: Path, run_tags: dict[str, st
             if "energy" in trace.extras:
                 files.append(outputs.write_energy_plot(out_dir, trace.extras["energy"][:, trace.num_burnin_draws :], run_name))
         metrics["warnings"] = health_warnings(metrics)
+        fallback = device_warning(metrics)
+        if fallback is not None:
+            metrics["warnings"].append(fallback)
         for warning in metrics["warnings"]:
             log.warning("health: %s", warning)
         metrics["total_time_s"] = time.perf_counter() - started
@@ -267,6 +271,7 @@ def run(cfg: DictConfig, out_dir: Path, launch_dir: Path, run_tags: dict[str, st
         result_tags = {
             "sampler": s.name, "model": cfg.model.name, "target_id": target.target_id, "status": metrics["status"],
             "health": "; ".join(metrics["warnings"]) or "ok",
+            "device_platform": metrics["device_platform"], "device_kind": metrics["device_kind"],
         }  # fmt: skip
         tracking.log_results(tracked, metrics, files, result_tags, frame)
         if metrics["status"] == "failed":
