@@ -58,3 +58,28 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.Comp
     return subprocess.run(
         [sys.executable, "-m", "lambda_hat", *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=timeout
     )
+
+
+def slurm_missing() -> str | None:
+    """Why SLURM cannot run jobs here (None when a node is up)."""
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"sinfo: {e}"
+    states = out.stdout.split()
+    if out.returncode != 0 or not any(s.rstrip("*") in ("idle", "mixed", "allocated") for s in states):
+        return f"no SLURM node up (sinfo: {' '.join((out.stdout + out.stderr).split())[:200]})"
+    return None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked slurm need the cluster: in CI (CI=true) its absence is a failure, never a skip."""
+    if item.get_closest_marker("slurm") is None:
+        return
+    reason = slurm_missing()
+    if reason is None:
+        return
+    hint = "start it with: sudo scripts/slurm-dev-cluster.sh start"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason}; CI must run the slurm tests ({hint})", pytrace=False)
+    pytest.skip(f"{reason}; {hint}")

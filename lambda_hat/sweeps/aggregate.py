@@ -8,7 +8,7 @@ job left:
   (the list as JSON), ``override_dirname``, ``output_dir`` (absolute), ``sweep_dir`` (the folder
   holding the sweep's multirun.yaml; None for single runs);
 * ``status``: metrics.json's status (ok, some_chains_diverged, failed), else failure.json's
-  (failed, killed), else ``killed`` (a job killed with SIGKILL, or one still running, leaves only
+  (failed, killed; cancelled or timeout when a launcher's scheduler says so), else ``killed`` (a job killed with SIGKILL, or one still running, leaves only
   .hydra/); ``error``: failure.json's one-line message, None otherwise;
 * ``sampler``, ``model``: from metrics.json, else from the config (so failed rows have them too);
 * every metric of metrics.json under its own name. Rule for non-scalars: lists and dicts are JSON
@@ -355,6 +355,8 @@ def _parse_param(text: str) -> Any:
     return value if isinstance(value, (int, float)) else text
 
 
+# Statuses of jobs that ended without finishing their MLflow run (SIGKILL, scancel, time limit).
+ENDED_BY_SIGNAL = ("killed", "cancelled", "timeout")
 _RUN_STATUS = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "killed", "RUNNING": "running", "SCHEDULED": "running"}
 
 
@@ -450,10 +452,10 @@ def _job_alive(record: dict[str, Any]) -> bool:
 def finalize_orphan_runs(df: pd.DataFrame, *, min_idle_s: float = 0.0) -> pd.DataFrame:
     """End the MLflow runs of killed jobs that their store still shows RUNNING.
 
-    For each row with status killed whose folder holds mlflow_run.json: if the run is RUNNING (and
-    the job's process is not known to be alive, and nothing in its folder changed in the last
-    min_idle_s seconds, a guard for tables built while a sweep still runs), tag it status=killed
-    and set it KILLED, its end time the folder's last change. Returns a copy of df with
+    For each row with status killed (or cancelled, timeout) whose folder holds mlflow_run.json: if
+    the run is RUNNING (and the job's process is not known to be alive, and nothing in its folder
+    changed in the last min_idle_s seconds, a guard for tables built while a sweep still runs),
+    tag it with the row's status and set it KILLED, its end time the folder's last change. Returns a copy of df with
     mlflow_run_id and mlflow_status (the run's status afterwards) filled in for those rows.
     Errors are logged, never raised. mlflow is imported only if there is such a run.
     """
@@ -464,7 +466,7 @@ def finalize_orphan_runs(df: pd.DataFrame, *, min_idle_s: float = 0.0) -> pd.Dat
         return df
     clients: dict[str, Any] = {}
     now = time.time()
-    for idx in df.index[df["status"] == "killed"]:
+    for idx in df.index[df["status"].isin(ENDED_BY_SIGNAL)]:
         out_dir = df.at[idx, "output_dir"]
         if _isnull(out_dir):
             continue
@@ -488,7 +490,7 @@ def finalize_orphan_runs(df: pd.DataFrame, *, min_idle_s: float = 0.0) -> pd.Dat
             last = _last_change(folder)
             if status == "RUNNING" and not _job_alive(record) and now - last >= min_idle_s:
                 end_ms = max(int(1000 * last), int(run.info.start_time or 0))
-                client.set_tag(run_id, "status", "killed")
+                client.set_tag(run_id, "status", str(df.at[idx, "status"]))
                 client.set_terminated(run_id, "KILLED", end_time=end_ms)
                 status = client.get_run(run_id).info.status
                 log.info("MLflow run %s of killed job %s: RUNNING -> %s", run_id, folder, status)

@@ -20,6 +20,7 @@ On top of hydra-submitit-launcher they
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shlex
@@ -45,6 +46,14 @@ _STATUS = {"CANCELLED": "cancelled", "TIMEOUT": "timeout", "PREEMPTED": "cancell
 def job_status(state: str) -> str:
     """The table status of a job the scheduler ended in `state` (e.g. "CANCELLED by 0")."""
     return _STATUS.get(state.split()[0].upper() if state else "", "killed")
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _visible_gpus() -> list[int]:
@@ -179,7 +188,12 @@ class _Launcher(BaseSubmititLauncher):
         if not (out_dir / ".hydra" / "config.yaml").is_file():  # never started: give it a folder
             self._write_job_folder(cfg, out_dir, overrides)
         if not (out_dir / "metrics.json").exists():
-            write_failure(out_dir, status, reason)
+            # Keep what the job wrote of its own end (e.g. "interrupted (SystemExit 143)") and add
+            # the scheduler's word; a cancellation or time limit names the status better than "killed".
+            own = _read_json(out_dir / "failure.json") or {}
+            if status == "killed" and own.get("status"):
+                status = str(own["status"])
+            write_failure(out_dir, status, "; ".join(str(x) for x in (own.get("error"), reason) if x))
         log.error("job %d %s (%s)", idx, status, reason)
         self._log_deferred(args, False, cfg=cfg, status=status)
         ret = JobReturn(overrides=overrides, cfg=cfg, working_dir=str(out_dir), task_name=str(cfg.hydra.job.name))
