@@ -224,6 +224,14 @@ def hydra_app(cfg: DictConfig) -> float | None:
                 print(f"lambda_hat: error: {message} (job {out_dir})", file=sys.stderr, flush=True)
                 _failed_jobs.append(str(out_dir))
                 return None
+            if isinstance(e, Exception) and os.environ.get("HYDRA_FULL_ERROR") != "1":
+                # One line, not Hydra's traceback; the traceback is one variable away.
+                log.error("job failed: %s", message)
+                print(
+                    f"lambda_hat: error: {message} (job {out_dir}; HYDRA_FULL_ERROR=1 shows the traceback)",
+                    file=sys.stderr, flush=True,
+                )  # fmt: skip
+                raise SystemExit(1) from None
             raise
         print(summary_line(metrics), flush=True)
         if cfg.objective.enabled:  # what a sweeper (Optuna) minimises
