@@ -243,7 +243,7 @@ class TrackedRun:
             run = client.create_run(self._experiment_id(client), start_time=self._start_ms, run_name=self._run_name)
             self.client, self.run_id = client, run.info.run_id
             if self._record is not None:
-                from lambda_hat.outputs import write_json
+                from lambda_hat.files import write_json
 
                 write_json(
                     self._record,
