@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import sys
+import traceback
 from pathlib import Path
 from collections.abc import Sequence
 
@@ -34,11 +36,12 @@ register_configs()
 
 
 def compose_config(
-    overrides: Sequence[str] = (), config_dir: Path | str | None = None, config_name: str = "config"
+    overrides: Sequence[str] = (), config_dir: Path | str | None = None, config_name: str = "config",
+    return_hydra_config: bool = False,
 ) -> DictConfig:
     """The config the CLI would compose for these overrides (for scripts, tests and notebooks)."""
     with initialize_config_dir(str(Path(config_dir or CONF_DIR).resolve()), version_base="1.3"):
-        return compose(config_name, overrides=list(overrides))
+        return compose(config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
 def describe_error(exc: BaseException) -> str:
@@ -46,7 +49,8 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, ConfigError):
         return str(exc)
     if isinstance(exc, MissingConfigException) and exc.options is not None:
-        missing = (exc.missing_cfg_file or "").replace("/", "=", 1) if exc.missing_cfg_file else "option"
+        group, _, name = (exc.missing_cfg_file or "").rpartition("/")
+        missing = f"{group}={name}" if group else (name or "option")
         return f"{missing}: no such option; available: {', '.join(sorted(exc.options))}"
     cause = exc.__cause__ if isinstance(exc.__cause__, OmegaConfBaseException) else exc
     if isinstance(cause, OmegaConfBaseException):
@@ -106,13 +110,21 @@ def _parse_one(override: str) -> str | None:
     return None
 
 
+# The exception behind the last error line of check_overrides (HYDRA_FULL_ERROR=1 prints its traceback).
+last_error: BaseException | None = None
+
+
 def check_overrides(argv: list[str]) -> str | None:
     """Compose the config the command line asks for and validate it; return an error line or None.
 
     Runs before Hydra launches anything, so typos fail fast with one line. For sweeps the first
-    value of each discrete sweep is checked; the sweeper and each job still validate every value.
-    A config named with -cp/-cd/-cn is composed and checked the same way.
+    value of each discrete sweep is checked (the sweeper and each job still validate every value:
+    a bad later value fails that job alone); every sweep and search range must be non-empty.
+    Hydra's node is checked too (lambda_hat.preflight): the code it names, the output folder and
+    caches. A config named with -cp/-cd/-cn is composed and checked the same way.
     """
+    global last_error
+    last_error = None
     flags, overrides = _split_argv(argv)
     if any(f in _PASS_THROUGH for f in flags):
         return None
@@ -120,25 +132,32 @@ def check_overrides(argv: list[str]) -> str | None:
         error = _parse_one(ov)
         if error is not None:
             return error
+    from lambda_hat import preflight
+
+    multirun = any(f in ("-m", "--multirun") for f in flags)
     parsed = OverridesParser.create().parse_overrides(overrides)
     single: list[str] = []
-    for ov in parsed:
-        if ov.get_key_element().startswith("hydra"):
-            continue
-        if ov.is_sweep_override():
-            try:
-                first = next(iter(ov.sweep_string_iterator()))
-            except Exception:  # interval sweeps (Optuna) have no discrete values
-                continue
-            single.append(f"{ov.get_key_element()}={first}")
-        else:
-            single.append(ov.input_line)
-    config_dir = flags.get("--config-dir") or flags.get("-cd") or flags.get("--config-path") or flags.get("-cp")
-    config_name = flags.get("--config-name") or flags.get("-cn") or "config"
     try:
-        cfg = compose_config(single, config_dir=config_dir, config_name=config_name)
+        for ov in parsed:
+            key = ov.get_key_element()
+            if ov.is_sweep_override():
+                preflight.check_sweep(key, ov.value())
+                if key.startswith("hydra"):
+                    continue
+                try:
+                    first = next(iter(ov.sweep_string_iterator()))
+                except Exception:  # interval sweeps (Optuna) have no discrete values
+                    continue
+                single.append(f"{key}={first}")
+            else:
+                single.append(ov.input_line)
+        config_dir = flags.get("--config-dir") or flags.get("-cd") or flags.get("--config-path") or flags.get("-cp")
+        config_name = flags.get("--config-name") or flags.get("-cn") or "config"
+        cfg = compose_config(single, config_dir=config_dir, config_name=config_name, return_hydra_config=True)
         validate(cfg)
+        preflight.check_hydra(cfg, multirun)
     except (HydraException, OmegaConfBaseException, ConfigError) as e:
+        last_error = e
         return describe_error(e)
     if cfg.mlflow.enabled:
         from lambda_hat import tracking
@@ -146,6 +165,7 @@ def check_overrides(argv: list[str]) -> str | None:
         try:
             tracking.check_store(tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri, Path.cwd()))
         except tracking.TrackingError as e:
+            last_error = e
             return str(e)
     return None
 
@@ -204,6 +224,14 @@ def hydra_app(cfg: DictConfig) -> float | None:
                 print(f"lambda_hat: error: {message} (job {out_dir})", file=sys.stderr, flush=True)
                 _failed_jobs.append(str(out_dir))
                 return None
+            if isinstance(e, Exception) and os.environ.get("HYDRA_FULL_ERROR") != "1":
+                # One line, not Hydra's traceback; the traceback is one variable away.
+                log.error("job failed: %s", message)
+                print(
+                    f"lambda_hat: error: {message} (job {out_dir}; HYDRA_FULL_ERROR=1 shows the traceback)",
+                    file=sys.stderr, flush=True,
+                )  # fmt: skip
+                raise SystemExit(1) from None
             raise
         print(summary_line(metrics), flush=True)
         if cfg.objective.enabled:  # what a sweeper (Optuna) minimises
@@ -260,6 +288,8 @@ def main() -> None:
         return
     error = check_overrides(argv)
     if error is not None:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" and last_error is not None:
+            traceback.print_exception(last_error)  # asked for: the whole story, then the line
         print(f"lambda_hat: error: {error}", file=sys.stderr)
         sys.exit(2)
     hydra_app()

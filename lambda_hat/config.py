@@ -8,11 +8,14 @@ which raises :class:`ConfigError` with a one-line message naming the key.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 # ---------------------------------------------------------------- model
 
@@ -295,6 +298,11 @@ class ObjectiveConfig:
 OBJECTIVE_METRICS = ("abs_rel_error", "rel_error", "abs_error", "sq_error")
 
 
+def default_cache_dir() -> Path:
+    """Where targets, references and the XLA cache go when cache_dir is null."""
+    return Path(os.environ.get("LAMBDA_HAT_CACHE", Path.home() / ".cache" / "lambda_hat")).expanduser()
+
+
 @dataclass
 class Config:
     """Root schema. Group fields are typed ``Any`` because each group has several schemas."""
@@ -321,6 +329,10 @@ class Config:
     # XLA CPU devices the chains are split over (one thread each); None = one per usable core,
     # 1 = no split. Fixed when JAX starts (the first run of a process); ignored on GPU.
     cpu_devices: Optional[int] = None
+    # A sweep re-run with resume=true reuses every job whose metrics.json is complete (same config)
+    # and runs only the others; for the default timestamped sweep folders, the newest earlier sweep
+    # of the same command line is resumed in place (lambda_hat/sweeps/resume.py).
+    resume: bool = False
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
@@ -364,8 +376,8 @@ def burnin_steps(sampler: Any) -> int:
 class ConfigError(ValueError):
     """A configuration value outside its allowed range; the message is one line naming the key."""
 
-    def __init__(self, key: str, value: Any, allowed: str) -> None:
-        super().__init__(f"{key}={value!r} is invalid: {allowed}")
+    def __init__(self, key: str, value: Any = None, allowed: str = "", *, message: str | None = None) -> None:
+        super().__init__(message if message is not None else f"{key}={value!r} is invalid: {allowed}")
         self.key = key
 
 
@@ -391,9 +403,32 @@ def _one_of(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> None:
     _require(value in allowed, key, value, f"must be one of {', '.join(allowed)}")
 
 
+def check_known_keys(node: Any, prefix: str = "") -> None:
+    """Every key of a schema-typed node is a field of its schema (a '+key=...' override adds keys
+    Hydra does not check, so a typo would be silently ignored, and a `_target_` would name code)."""
+    if not isinstance(node, DictConfig):
+        return
+    schema = OmegaConf.get_type(node)
+    if not dataclasses.is_dataclass(schema):
+        return
+    allowed = [f.name for f in dataclasses.fields(schema)]
+    for key in node.keys():
+        key = str(key)
+        if prefix == "" and key == "hydra":  # Hydra's own node, checked by check_hydra
+            continue
+        if key not in allowed:
+            why = "lambda_hat's groups instantiate no code" if key == "_target_" else "unknown key"
+            raise ConfigError(f"{prefix}{key}", message=f"{prefix}{key}: {why}; allowed keys here: {', '.join(allowed)}")
+        check_known_keys(node._get_node(key), f"{prefix}{key}.")
+
+
 def validate(cfg: DictConfig) -> None:
     """Check ranges and cross-field constraints; raise ConfigError on the first violation."""
+    check_known_keys(cfg)
     model, data, sampler = cfg.model, cfg.data, cfg.sampler
+    _require(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0 (it seeds numpy's SeedSequence)")
+    if cfg.target_seed is not None:
+        _require(cfg.target_seed >= 0, "target_seed", cfg.target_seed, "must be >= 0, or null (= seed)")
     if model.name == "polynomial":
         exps = list(model.exponents)
         _require(len(exps) >= 1 and all(p >= 1 for p in exps), "model.exponents", exps, "needs one or more integers >= 1")
@@ -423,6 +458,11 @@ def validate(cfg: DictConfig) -> None:
             )
     _one_of(cfg, "prng_impl", PRNG_IMPLS)
     _one_of(cfg, "objective.metric", OBJECTIVE_METRICS)
+    from lambda_hat.registry import names  # here: registry imports this module
+
+    _one_of(cfg, "objective.reference.sampler", tuple(names("full_batch")))
+    for key in ("num_chains", "num_warmup", "num_steps"):
+        _positive(cfg, f"objective.reference.{key}", integer=True)
     if cfg.cpu_devices is not None:
         _positive(cfg, "cpu_devices", integer=True)
     _positive(cfg, "data.n", integer=True)

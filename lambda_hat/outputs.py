@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -11,19 +10,15 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from lambda_hat.files import atomic_path, write_json, write_text
 from lambda_hat.samplers.driver import Trace
 
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    # Readers (sweep aggregation, a user's `cat`) never see a half-written file.
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+__all__ = ["write_json"]  # re-exported: the runner writes its small records through here
 
 
 def write_metrics(out_dir: Path, metrics: dict[str, Any]) -> Path:
     path = out_dir / "metrics.json"
-    _atomic_write_text(path, json.dumps(metrics, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    write_text(path, json.dumps(metrics, indent=2, sort_keys=True, allow_nan=False) + "\n")
     return path
 
 
@@ -31,19 +26,13 @@ def write_failure(out_dir: Path, status: str, error: str) -> Path:
     """failure.json: why a job produced no metrics.json ("failed" or "killed"), for the sweep table."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "failure.json"
-    _atomic_write_text(path, json.dumps({"status": status, "error": error}, indent=2) + "\n")
-    return path
-
-
-def write_json(path: Path, obj: Any) -> Path:
-    """Any small JSON record, written atomically."""
-    _atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    write_text(path, json.dumps({"status": status, "error": error}, indent=2) + "\n")
     return path
 
 
 def write_resolved_config(out_dir: Path, cfg: DictConfig) -> Path:
     path = out_dir / "config_resolved.yaml"
-    _atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))
+    write_text(path, OmegaConf.to_yaml(cfg, resolve=True))
     return path
 
 
@@ -66,9 +55,8 @@ def trace_frame(trace: Trace, nbeta: float, L0: float) -> pd.DataFrame:
 
 def write_trace(out_dir: Path, frame: pd.DataFrame) -> Path:
     path = out_dir / "trace.parquet"
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
     return path
 
 
@@ -79,6 +67,13 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(fig: Any, path: Path) -> None:
+    """A figure as PNG, atomically (the temporary name has no .png: the format is given)."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
 
 
 def write_energy_plot(out_dir: Path, energy: np.ndarray, title: str) -> Path:
@@ -94,8 +89,7 @@ def write_energy_plot(out_dir: Path, energy: np.ndarray, title: str) -> Path:
     ax.set(xlabel="energy", ylabel="density", title=f"{title}: energy (E-BFMI)")
     ax.legend(fontsize="small")
     path = out_dir / "energy.png"
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
@@ -112,8 +106,7 @@ def write_plots(out_dir: Path, frame: pd.DataFrame, llc_true: float | None, titl
     ax.set(xlabel="step", ylabel="nβ (L(w) − L0)", title=f"{title}: trace per chain")
     ax.legend(fontsize="small", ncol=2)
     paths.append(out_dir / "trace.png")
-    fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    _save(fig, paths[-1])
 
     fig, ax = plt.subplots(figsize=(8, 4))
     kept = frame[~frame["burnin"]]
@@ -125,6 +118,5 @@ def write_plots(out_dir: Path, frame: pd.DataFrame, llc_true: float | None, titl
     ax.set(xlabel="step", ylabel="running λ̂", title=f"{title}: running λ̂ after burn-in")
     ax.legend(fontsize="small", ncol=2)
     paths.append(out_dir / "llc_running.png")
-    fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    _save(fig, paths[-1])
     return paths

@@ -22,6 +22,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 MAX_PARAM_CHARS = 6000  # MLflow rejects longer param values
+# URI schemes MLflow 3 has a tracking store for (postgresql+psycopg2:// etc. count by their prefix).
+MLFLOW_SCHEMES = frozenset({"sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks", "databricks-uc", "uc"})
 
 
 def resolve_tracking_uri(configured: str | None, launch_dir: Path) -> str:
@@ -90,6 +92,12 @@ def check_store(uri: str) -> None:
         if not os.access(folder, os.W_OK | os.X_OK) or (db.exists() and not os.access(db, os.R_OK | os.W_OK)):
             raise TrackingError(f"{where}: {db} is not writable; point it elsewhere or set mlflow.enabled=false")
         return
+    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else None
+    if scheme is not None and scheme not in MLFLOW_SCHEMES:
+        raise TrackingError(
+            f"{where}: MLflow has no store for {scheme}://; use sqlite:///<path>/mlflow.db, http(s)://<host>:<port>, "
+            "file:///<folder> or a database URL (postgresql://, mysql://, mssql://)"
+        )
     if uri.startswith(("http://", "https://")):
         from urllib.parse import urlparse
 
@@ -236,7 +244,7 @@ class TrackedRun:
             run = client.create_run(self._experiment_id(client), start_time=self._start_ms, run_name=self._run_name)
             self.client, self.run_id = client, run.info.run_id
             if self._record is not None:
-                from lambda_hat.outputs import write_json
+                from lambda_hat.files import write_json
 
                 write_json(
                     self._record,

@@ -40,6 +40,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from lambda_hat.files import atomic_path
+
 log = logging.getLogger(__name__)
 
 TABLE_NAME = "llc_runs.parquet"
@@ -269,12 +271,8 @@ def write_table(root: Path | str, df: pd.DataFrame, name: str = TABLE_NAME) -> P
     same folder, then a rename, so a reader never sees half a table. Returns the path."""
     path = Path(root) / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

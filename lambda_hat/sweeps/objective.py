@@ -16,14 +16,14 @@ what it used to ``out_dir/objective.json`` and returns
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
+
+from lambda_hat.files import write_json
 
 log = logging.getLogger("lambda_hat")
 
@@ -57,9 +57,7 @@ def _finite(x: Any) -> bool:
 
 def _write(out_dir: Path, record: dict[str, Any]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / f".{OBJECTIVE_FILE}.tmp"
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, out_dir / OBJECTIVE_FILE)
+    write_json(out_dir / OBJECTIVE_FILE, record, default=str)
 
 
 def reference_for(cfg: DictConfig, metrics: dict[str, Any]) -> dict[str, Any]:

@@ -46,6 +46,8 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from lambda_hat.files import atomic_path
+
 log = logging.getLogger("lambda_hat")
 
 PLUGIN_NAME = "hydra_plugins.lambda_hat.ResumableOptunaSweeper"
@@ -383,9 +385,8 @@ def _define_impl() -> type:
                 log.info("Number of Pareto solutions: %d", len(front))
                 for t in front:
                     log.info("    Values: %s, Params: %s", t.values, t.params)
-            tmp = sweep_dir / f".{RESULTS_FILE}.tmp"
-            OmegaConf.save(OmegaConf.create(json.loads(json.dumps(results, default=str))), tmp)
-            os.replace(tmp, sweep_dir / RESULTS_FILE)
+            with atomic_path(sweep_dir / RESULTS_FILE) as tmp:
+                OmegaConf.save(OmegaConf.create(json.loads(json.dumps(results, default=str))), tmp)
             try:
                 path = write_trials_table(study, sweep_dir / TRIALS_FILE)
                 log.info("trial table: %s (%d trials)", path, len(trials))
@@ -415,7 +416,6 @@ def write_trials_table(study: Any, path: Path) -> Path:
             kinds = {type(v) for v in df[col] if v is not None and v == v}
             if len(kinds) > 1 or (kinds and not kinds <= {str, bool, int, float}):
                 df[col] = [None if v is None or v != v else (v if isinstance(v, str) else json.dumps(v, default=str)) for v in df[col]]
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
     return path

@@ -26,7 +26,7 @@ def start(cfg: Any, sweep_dir: Path, launch_dir: Path) -> str | None:
     if not cfg.mlflow.enabled:
         return None
     from lambda_hat import tracking
-    from lambda_hat.outputs import write_json
+    from lambda_hat.files import write_json
 
     uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri, launch_dir)
     db = tracking.sqlite_path(uri)

@@ -40,7 +40,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 log = logging.getLogger("lambda_hat")
 
 # Bump when the meaning of a stored reference changes, so stale entries are never reused.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: reference.json carries its own sha256
 REFERENCE_SEED = 0  # the reference run's sampler seed: independent of the trial's seed
 REFERENCE_FILE = "reference.json"
 RHAT_MAX, ESS_MIN = 1.01, 400.0  # what "converged" means for a reference (recorded, not enforced)
@@ -49,7 +49,7 @@ RHAT_MAX, ESS_MIN = 1.01, 400.0  # what "converged" means for a reference (recor
 def _cache_dir(cfg: DictConfig) -> Path:
     if cfg.cache_dir:
         return Path(cfg.cache_dir).expanduser()
-    from lambda_hat.targets.store import default_cache_dir
+    from lambda_hat.config import default_cache_dir
 
     return default_cache_dir()
 
@@ -139,14 +139,22 @@ def _version() -> str:
         return "unknown"
 
 
+def record_sha256(ref: dict[str, Any]) -> str:
+    """Hash of a reference record without its own "sha256" field (recorded in it, checked on load)."""
+    body = {k: v for k, v in ref.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def _load(entry: Path, key: str) -> dict[str, Any] | None:
-    """The stored reference, or None if missing, unreadable or inconsistent (never trust it then)."""
+    """The stored reference, or None if missing, unreadable or inconsistent (never trust it then):
+    it must be this key's, in this format, with a finite λ, and hash to its recorded sha256."""
     try:
         ref = json.loads((entry / REFERENCE_FILE).read_text())
     except (OSError, ValueError):
         return None
     ok = (
         isinstance(ref, dict)
+        and ref.get("sha256") == record_sha256(ref)
         and ref.get("format") == FORMAT_VERSION
         and ref.get("key") == key
         and ref.get("source") == "reference-run"
@@ -211,7 +219,9 @@ def _build(cfg: DictConfig, key: str, spec: dict[str, Any], root: Path, entry: P
             "build_host": socket.gethostname(),
             "build_pid": os.getpid(),
         }
-        (tmp / REFERENCE_FILE).write_text(json.dumps(ref, indent=2, sort_keys=True, default=str))
+        ref = json.loads(json.dumps(ref, default=str))  # as it will be read back
+        ref["sha256"] = record_sha256(ref)
+        (tmp / REFERENCE_FILE).write_text(json.dumps(ref, indent=2, sort_keys=True))
         os.replace(tmp, entry)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
