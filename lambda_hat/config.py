@@ -308,14 +308,18 @@ class FlowVIConfig:
     latent_dim: int = 8
     layers: int = 4
     nn_width: int = 32
+    nn_depth: int = 1  # hidden layers of each conditioner network
     knots: int = 8  # rqs only
     interval: float = 4.0  # rqs: the spline acts on [-interval, interval]
     subspace: str = "random"  # how the latent subspace of z is chosen (flow.py documents the options)
+    learn_subspace: bool = True  # false: the k Householder reflections stay where init put them
+    init_scale: float = 0.5  # initial scale of q in every direction (whitened units)
 
 
 VI_OPTIMIZERS = ("adam", "adamw", "sgd")
 VI_SCHEDULES = ("constant", "cosine", "linear")
 FLOWS = ("affine", "maf", "rqs")
+FLOW_SUBSPACES = ("random",)
 
 
 MCLMC_INTEGRATORS = (
@@ -657,6 +661,9 @@ def _validate_vi(cfg: DictConfig) -> None:
         _require(vi.init_spread >= 0, "vi.init_spread", vi.init_spread, "must be >= 0")
     if vi.name == "flow":
         _one_of(cfg, "vi.flow", FLOWS)
-        for key in ("latent_dim", "layers", "nn_width", "knots"):
+        for key in ("layers", "nn_width", "nn_depth", "knots"):
             _positive(cfg, f"vi.{key}", integer=True)
+        _require(vi.latent_dim >= 2, "vi.latent_dim", vi.latent_dim, "must be >= 2 (and <= the number of parameters)")
+        _one_of(cfg, "vi.subspace", FLOW_SUBSPACES)
         _positive(cfg, "vi.interval")
+        _positive(cfg, "vi.init_scale")
