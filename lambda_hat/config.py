@@ -290,8 +290,11 @@ class MFAConfig:
     """
 
     name: str = "mfa"
+    # covariance: Σ_m = D_m + K_m K_mᵀ; precision: Σ_m⁻¹ = D_m⁻¹ + K_m K_mᵀ (a singular posterior's
+    # precision γI + nβH is diagonal + low rank: few stiff directions, many flat ones)
+    parameterization: str = "precision"
     components: int = 4
-    rank: int = 2  # rank of every K_m
+    rank: int = 16  # rank of every K_m; precision form: >= the stiff directions (rank of the Hessian at w*)
     ranks: Optional[list[int]] = None  # per-component ranks (length components); overrides rank
     dirichlet_concentration: float = 1.0
     init_scale: float = 0.5  # initial sqrt(D_m) in whitened units
@@ -317,6 +320,7 @@ class FlowVIConfig:
 
 
 VI_OPTIMIZERS = ("adam", "adamw", "sgd")
+MFA_PARAMETERIZATIONS = ("covariance", "precision")
 VI_SCHEDULES = ("constant", "cosine", "linear")
 FLOWS = ("affine", "maf", "rqs")
 FLOW_SUBSPACES = ("random",)
@@ -648,6 +652,7 @@ def _validate_vi(cfg: DictConfig) -> None:
         _positive(cfg, "sampler.clip_norm")
     _require(vi is not None, "vi", vi, "sampler=vi needs a VI algorithm: vi=mfa or vi=flow")
     if vi.name == "mfa":
+        _one_of(cfg, "vi.parameterization", MFA_PARAMETERIZATIONS)
         _positive(cfg, "vi.components", integer=True)
         _positive(cfg, "vi.rank", integer=True)
         if vi.ranks is not None:
