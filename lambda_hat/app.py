@@ -153,6 +153,9 @@ def check_overrides(argv: list[str]) -> str | None:
                 single.append(ov.input_line)
         config_dir = flags.get("--config-dir") or flags.get("-cd") or flags.get("--config-path") or flags.get("-cp")
         config_name = flags.get("--config-name") or flags.get("-cn") or "config"
+        error = _check_vi_options(single, config_dir, config_name)
+        if error is not None:
+            return error
         cfg = compose_config(single, config_dir=config_dir, config_name=config_name, return_hydra_config=True)
         validate(cfg)
         preflight.check_hydra(cfg, multirun)
@@ -168,6 +171,23 @@ def check_overrides(argv: list[str]) -> str | None:
             last_error = e
             return str(e)
     return None
+
+
+def _check_vi_options(overrides: list[str], config_dir: str | None, config_name: str) -> str | None:
+    """An error line when a vi.* option (or vi=...) is given without sampler=vi: the `vi` group
+    exists only under sampler=vi, and Hydra's own message would not say so."""
+    keys = [ov.split("=", 1)[0] for ov in overrides]
+    vi_keys = [k for k in keys if k.lstrip("+~") == "vi" or k.lstrip("+~").startswith("vi.")]
+    if not vi_keys:
+        return None
+    others = [ov for ov, k in zip(overrides, keys) if k not in vi_keys]
+    try:
+        sampler = compose_config(others, config_dir=config_dir, config_name=config_name).sampler.name
+    except (HydraException, OmegaConfBaseException):
+        return None  # the full check reports what is wrong
+    if sampler == "vi":
+        return None
+    return f"{vi_keys[0]}: a VI option, applies only with sampler=vi (here sampler={sampler}); add sampler=vi"
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")

@@ -255,6 +255,80 @@ class AdjustedMCLMCConfig(SamplerConfig):
     random_trajectory_length: bool = True
 
 
+@dataclass
+class VIConfig:
+    """Variational estimators (``sampler=vi``; the algorithm is the ``vi`` group: mfa, flow).
+
+    Each "chain" is an independent fit of q to the localized tempered posterior (vmapped, split
+    over devices like sampler chains); λ̂ = nβ (E_q[L_n] − L_n(w*)) from num_draws draws of each
+    fitted q on the full data. The fit works in whitened coordinates z, w = w* + s ⊙ z: s from
+    gradient second moments near w* (whitening, its minibatch gradients counted as work) or,
+    without it, s = 1/sqrt(nβ + γ) for every coordinate.
+    """
+
+    name: str = "vi"
+    num_chains: int = 4  # independent fits
+    num_steps: int = 2000  # optimiser steps per fit
+    batch_size: int = 500
+    num_samples: int = 4  # draws of q per step (MFA: per component) for the ELBO gradient
+    num_draws: int = 256  # draws of q per fit for the final E_q[L_n] on the full data
+    learning_rate: float = 1e-2  # peak learning rate
+    optimizer: str = "adam"  # adam | adamw | sgd (optax)
+    schedule: str = "cosine"  # constant | cosine | linear (decay to end_lr_fraction x peak)
+    warmup_steps: int = 0  # linear warm-up from 0, before the schedule
+    end_lr_fraction: float = 0.0  # final / peak learning rate (cosine, linear)
+    clip_norm: Optional[float] = 100.0  # global-norm gradient clipping; null = off
+    whitening: bool = True
+    whitening_batches: int = 20  # minibatch gradients of the whitening pre-pass (per fit)
+    dtype: str = "float32"
+
+
+@dataclass
+class MFAConfig:
+    """Mixture of factor analysers: q(z) = Σ_m π_m N(z; μ_m, D_m + K_m K_mᵀ), π = softmax(logits).
+
+    D_m is diagonal and per component (each component its own axis scales; the cost is the same
+    O(M d) as a shared one). Weights get a Dirichlet(concentration) prior: (α − 1) Σ log π_m is
+    added to the ELBO (α = 1: none; α > 1 keeps components from collapsing).
+    """
+
+    name: str = "mfa"
+    # covariance: Σ_m = D_m + K_m K_mᵀ; precision: Σ_m⁻¹ = D_m⁻¹ + K_m K_mᵀ (a singular posterior's
+    # precision γI + nβH is diagonal + low rank: few stiff directions, many flat ones)
+    parameterization: str = "precision"
+    components: int = 4
+    rank: int = 16  # rank of every K_m; precision form: >= the stiff directions (rank of the Hessian at w*)
+    ranks: Optional[list[int]] = None  # per-component ranks (length components); overrides rank
+    dirichlet_concentration: float = 1.0
+    init_scale: float = 0.5  # initial sqrt(D_m) in whitened units
+    init_spread: float = 0.1  # initial means μ_m ~ N(0, init_spread²) (whitened units)
+
+
+@dataclass
+class FlowVIConfig:
+    """Normalizing flow (flowjax) on a latent_dim-dimensional subspace of z, and a diagonal
+    Gaussian on its complement (lambda_hat/vi/flow.py)."""
+
+    name: str = "flow"
+    flow: str = "rqs"  # affine (coupling) | maf | rqs (rational-quadratic spline coupling)
+    latent_dim: int = 8
+    layers: int = 4
+    nn_width: int = 32
+    nn_depth: int = 1  # hidden layers of each conditioner network
+    knots: int = 8  # rqs only
+    interval: float = 4.0  # rqs: the spline acts on [-interval, interval]
+    subspace: str = "random"  # how the latent subspace of z is chosen (flow.py documents the options)
+    learn_subspace: bool = True  # false: the k Householder reflections stay where init put them
+    init_scale: float = 0.5  # initial scale of q in every direction (whitened units)
+
+
+VI_OPTIMIZERS = ("adam", "adamw", "sgd")
+MFA_PARAMETERIZATIONS = ("covariance", "precision")
+VI_SCHEDULES = ("constant", "cosine", "linear")
+FLOWS = ("affine", "maf", "rqs")
+FLOW_SUBSPACES = ("random",)
+
+
 MCLMC_INTEGRATORS = (
     "isokinetic_velocity_verlet",
     "isokinetic_mclachlan",
@@ -312,6 +386,7 @@ class Config:
     posterior: Any = MISSING
     sampler: Any = MISSING
     training: Any = MISSING
+    vi: Any = None  # the VI algorithm (group vi), present only with sampler=vi
     mlflow: MLflowConfig = field(default_factory=MLflowConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     seed: int = 0
@@ -341,7 +416,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "posterior": {"posterior": PosteriorConfig},
     "training": {"training": TrainingConfig},
 }
-# The sampler schemas are those of lambda_hat.registry (one list of estimators).
+# The sampler and vi schemas are those of lambda_hat.registry (one list of estimators).
 
 # Keys renamed so that a name means one thing; the old spelling gets a pointer, not "unknown key".
 RENAMED_KEYS = {
@@ -353,11 +428,15 @@ RENAMED_KEYS = {
 
 def register_configs() -> None:
     """Register the root schema and every group schema (under ``schema/<group>``)."""
-    from lambda_hat.registry import ESTIMATORS
+    from lambda_hat.registry import ESTIMATORS, VI_ALGORITHMS
 
     cs = ConfigStore.instance()
     cs.store(name="lambda_hat_schema", node=Config)
-    groups = {**SCHEMAS, "sampler": {name: e.schema for name, e in ESTIMATORS.items()}}
+    groups = {
+        **SCHEMAS,
+        "sampler": {name: e.schema for name, e in ESTIMATORS.items()},
+        "vi": {name: a.schema for name, a in VI_ALGORITHMS.items()},
+    }
     for group, schemas in groups.items():
         for name, node in schemas.items():
             cs.store(group=f"schema/{group}", name=name, node=node)
@@ -473,6 +552,29 @@ def validate(cfg: DictConfig) -> None:
     _positive(cfg, "posterior.beta0")
     _require(cfg.posterior.gamma >= 0, "posterior.gamma", cfg.posterior.gamma, "must be >= 0")
 
+    if sampler.name == "vi":
+        _validate_vi(cfg)
+    else:
+        _validate_sampler(cfg)
+
+    training = cfg.training
+    _one_of(cfg, "training.optimizer", OPTIMIZERS)
+    _positive(cfg, "training.learning_rate")
+    _positive(cfg, "training.max_steps", integer=True)
+    _positive(cfg, "training.eval_every", integer=True)
+    _positive(cfg, "training.patience", integer=True)
+    if training.batch_size is not None:
+        _require(
+            0 < training.batch_size <= data.n,
+            "training.batch_size",
+            training.batch_size,
+            f"must be in [1, data.n={data.n}] or null (full batch)",
+        )
+
+
+def _validate_sampler(cfg: DictConfig) -> None:
+    """The MCMC samplers' keys (sampler.*)."""
+    data, sampler = cfg.data, cfg.sampler
     _positive(cfg, "sampler.num_chains", integer=True)
     _one_of(cfg, "sampler.dtype", DTYPES)
     _positive(cfg, "sampler.num_steps", integer=True)
@@ -572,16 +674,41 @@ def validate(cfg: DictConfig) -> None:
             _positive(cfg, f"sampler.{key}")
         _positive(cfg, "sampler.num_effective_samples", integer=True)
 
-    training = cfg.training
-    _one_of(cfg, "training.optimizer", OPTIMIZERS)
-    _positive(cfg, "training.learning_rate")
-    _positive(cfg, "training.max_steps", integer=True)
-    _positive(cfg, "training.eval_every", integer=True)
-    _positive(cfg, "training.patience", integer=True)
-    if training.batch_size is not None:
-        _require(
-            0 < training.batch_size <= data.n,
-            "training.batch_size",
-            training.batch_size,
-            f"must be in [1, data.n={data.n}] or null (full batch)",
-        )
+
+def _validate_vi(cfg: DictConfig) -> None:
+    """sampler=vi's keys and the VI algorithm's (vi.*)."""
+    s, vi = cfg.sampler, cfg.vi
+    for key in ("num_chains", "num_steps", "batch_size", "num_samples", "num_draws", "whitening_batches"):
+        _positive(cfg, f"sampler.{key}", integer=True)
+    _require(s.num_draws >= 2, "sampler.num_draws", s.num_draws, "must be >= 2 (the Monte Carlo error needs a spread)")
+    _require(s.batch_size <= cfg.data.n, "sampler.batch_size", s.batch_size, f"must be <= data.n={cfg.data.n}")
+    _one_of(cfg, "sampler.dtype", DTYPES)
+    _one_of(cfg, "sampler.optimizer", VI_OPTIMIZERS)
+    _one_of(cfg, "sampler.schedule", VI_SCHEDULES)
+    _positive(cfg, "sampler.learning_rate")
+    _require(0 <= s.warmup_steps < s.num_steps, "sampler.warmup_steps", s.warmup_steps, f"must be in [0, sampler.num_steps={s.num_steps})")
+    _require(0 <= s.end_lr_fraction <= 1, "sampler.end_lr_fraction", s.end_lr_fraction, "must be in [0, 1]")
+    if s.clip_norm is not None:
+        _positive(cfg, "sampler.clip_norm")
+    _require(vi is not None, "vi", vi, "sampler=vi needs a VI algorithm: vi=mfa or vi=flow")
+    if vi.name == "mfa":
+        _one_of(cfg, "vi.parameterization", MFA_PARAMETERIZATIONS)
+        _positive(cfg, "vi.components", integer=True)
+        _positive(cfg, "vi.rank", integer=True)
+        if vi.ranks is not None:
+            ranks = list(vi.ranks)
+            _require(
+                len(ranks) == vi.components and all(r >= 1 for r in ranks), "vi.ranks", ranks,
+                f"must list vi.components={vi.components} ranks >= 1, or be null (vi.rank for all)",
+            )  # fmt: skip
+        _positive(cfg, "vi.dirichlet_concentration")
+        _positive(cfg, "vi.init_scale")
+        _require(vi.init_spread >= 0, "vi.init_spread", vi.init_spread, "must be >= 0")
+    if vi.name == "flow":
+        _one_of(cfg, "vi.flow", FLOWS)
+        for key in ("layers", "nn_width", "nn_depth", "knots"):
+            _positive(cfg, f"vi.{key}", integer=True)
+        _require(vi.latent_dim >= 2, "vi.latent_dim", vi.latent_dim, "must be >= 2 (and <= the number of parameters)")
+        _one_of(cfg, "vi.subspace", FLOW_SUBSPACES)
+        _positive(cfg, "vi.interval")
+        _positive(cfg, "vi.init_scale")

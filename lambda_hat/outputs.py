@@ -54,10 +54,26 @@ def trace_frame(trace: Trace, nbeta: float, L0: float) -> pd.DataFrame:
 
 
 def write_trace(out_dir: Path, frame: pd.DataFrame) -> Path:
-    path = out_dir / "trace.parquet"
+    return write_table(out_dir / "trace.parquet", frame)
+
+
+def write_table(path: Path, frame: pd.DataFrame) -> Path:
+    """A parquet table, written atomically."""
     with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)
     return path
+
+
+def fit_frame(trace: Trace) -> pd.DataFrame:
+    """A VI run's fit, long: one row per (chain, optimiser step): ELBO, gradient norm, diagnostics."""
+    chains, steps = np.asarray(trace.fit["elbo"]).shape
+    return pd.DataFrame(
+        {
+            "chain": np.repeat(np.arange(chains), steps),
+            "step": np.tile(np.arange(1, steps + 1), chains),
+            **{k: np.asarray(v, dtype=np.float64).reshape(-1) for k, v in trace.fit.items()},
+        }
+    )
 
 
 def _pyplot():
@@ -116,6 +132,39 @@ def write_plots(out_dir: Path, frame: pd.DataFrame, llc_true: float | None, titl
     if llc_true is not None:
         ax.axhline(llc_true, color="black", ls="--", label=f"true λ = {llc_true:g}")
     ax.set(xlabel="step", ylabel="running λ̂", title=f"{title}: running λ̂ after burn-in")
+    ax.legend(fontsize="small", ncol=2)
+    paths.append(out_dir / "llc_running.png")
+    _save(fig, paths[-1])
+    return paths
+
+
+def write_vi_plots(
+    out_dir: Path, fit: pd.DataFrame, frame: pd.DataFrame, llc_true: float | None, title: str
+) -> list[Path]:
+    """A VI run's plots: ELBO and gradient norm per fit over the optimiser steps (elbo.png, in
+    place of chain traces), and the running λ̂ over the draws of each fitted q (llc_running.png)."""
+    plt = _pyplot()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    for chain, rows in fit.groupby("chain"):
+        # a running median over ~1% of the steps: the per-step ELBO estimate is noisy
+        window = max(1, len(rows) // 100)
+        top.plot(rows["step"], rows["elbo"].rolling(window, min_periods=1).median(), lw=0.8, label=f"fit {chain}")
+        bottom.plot(rows["step"], rows["grad_norm"], lw=0.4, alpha=0.7)
+    elbo = fit["elbo"][np.isfinite(fit["elbo"])]
+    if len(elbo):  # the first steps' ELBO can be orders of magnitude lower: show the converged part
+        top.set_ylim(np.quantile(elbo, 0.1), elbo.max() + 0.05 * (elbo.max() - np.quantile(elbo, 0.1) + 1e-9))
+    top.set(ylabel="ELBO (running median)", title=f"{title}: fit")
+    top.legend(fontsize="small", ncol=2)
+    bottom.set(xlabel="optimiser step", ylabel="gradient norm", yscale="log")
+    paths = [out_dir / "elbo.png"]
+    _save(fig, paths[-1])
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for chain, rows in frame.groupby("chain"):
+        ax.plot(rows["step"], rows["llc"].expanding().mean(), lw=1.0, label=f"fit {chain}")
+    if llc_true is not None:
+        ax.axhline(llc_true, color="black", ls="--", label=f"true λ = {llc_true:g}")
+    ax.set(xlabel="draw of q", ylabel="running λ̂", title=f"{title}: running λ̂ over draws of q")
     ax.legend(fontsize="small", ncol=2)
     paths.append(out_dir / "llc_running.png")
     _save(fig, paths[-1])

@@ -20,7 +20,9 @@ Family = Literal["minibatch", "full_batch", "variational"]
 class EstimatorSpec:
     name: str
     schema: type
-    builder: str  # "module:function", called as builder(cfg, n) -> Kernel
+    # "module:function", called as builder(cfg, n) -> Kernel; for the variational family the fit
+    # driver, called by the runner with the VI algorithm of the `vi` group (VI_ALGORITHMS)
+    builder: str
     family: Family
     # "module:function", gradients_per_chain(cfg) -> (expected, upper bound): full-data gradients
     # one chain spends, warm-up included; the run says the cost up front from it.
@@ -55,8 +57,39 @@ ESTIMATORS: dict[str, EstimatorSpec] = {
             "adjusted_mclmc", C.AdjustedMCLMCConfig, "lambda_hat.samplers.mclmc:build_adjusted", "full_batch",
             "lambda_hat.samplers.mclmc:gradients_per_chain_adjusted",
         ),
+        EstimatorSpec("vi", C.VIConfig, "lambda_hat.vi.fit:run_fits", "variational"),
     )
 }
+
+
+@dataclass(frozen=True)
+class VIAlgorithmSpec:
+    """A variational family of the ``vi`` group: builder(vi_cfg, d) -> lambda_hat.vi.base.VIFamily."""
+
+    name: str
+    schema: type
+    builder: str  # "module:function"
+    extra: str | None = None  # the optional extra (pyproject) its module needs, if any
+
+    def build(self, vi_cfg: Any, d: int) -> Any:
+        return _load(self.builder)(vi_cfg, d)
+
+
+VI_ALGORITHMS: dict[str, VIAlgorithmSpec] = {
+    a.name: a
+    for a in (
+        VIAlgorithmSpec("mfa", C.MFAConfig, "lambda_hat.vi.mfa:build"),
+        VIAlgorithmSpec("flow", C.FlowVIConfig, "lambda_hat.vi.flow:build", extra="vi"),
+    )
+}
+
+
+def get_vi(name: str) -> VIAlgorithmSpec:
+    """The VI algorithm registered under name (KeyError lists the known names)."""
+    try:
+        return VI_ALGORITHMS[name]
+    except KeyError:
+        raise KeyError(f"unknown VI algorithm {name!r}; known: {', '.join(VI_ALGORITHMS)}") from None
 
 
 def get(name: str) -> EstimatorSpec:

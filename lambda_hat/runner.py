@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,12 @@ from omegaconf import DictConfig
 from lambda_hat import outputs, registry, tracking
 from lambda_hat.config import burnin_steps, validate
 from lambda_hat.devices import configure_cpu_devices, device_record, device_warning
-from lambda_hat.estimate import efficiency, estimate_llc, health_warnings, sampler_diagnostics
+from lambda_hat.estimate import efficiency, estimate_llc, health_warnings, sampler_diagnostics, variational_diagnostics
 from lambda_hat.posterior import Posterior, make_posterior
 from lambda_hat.samplers import build_kernel
 from lambda_hat.samplers.driver import run_chains
 from lambda_hat.targets import Target, build_target, store
+from lambda_hat.trace import Trace
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +161,44 @@ def log_cost_estimate(cfg: DictConfig, posterior: Posterior, devices: int) -> di
     return {"seconds_per_gradient": per_grad, "estimated_time_s": None if expected is None else expected * scale}
 
 
+def _sample(
+    cfg: DictConfig, spec: registry.EstimatorSpec, posterior: Posterior, key: jax.Array, wait_for_tracking: Callable[[], None]
+) -> tuple[Trace, dict[str, Any]]:
+    """An MCMC sampler's chains (warm-up, then sampling) as a Trace, and the up-front cost estimate."""
+    s = cfg.sampler
+    kernel = build_kernel(s, posterior.n)
+    cost: dict[str, Any] = {}
+    if spec.family == "full_batch" and cfg.progress:
+        wait_for_tracking()  # the gradient timing is the estimator's too
+        from lambda_hat.devices import chain_mesh
+
+        mesh = chain_mesh(int(s.num_chains))
+        cost = log_cost_estimate(cfg, posterior, 1 if mesh is None else int(mesh.devices.size))
+    trace = run_chains(
+        kernel,
+        posterior,
+        key,
+        num_chains=s.num_chains,
+        num_steps=s.num_steps,
+        num_burnin=burnin_steps(s),
+        thinning=s.thinning,
+        progress=cfg.progress,
+        label=s.name,
+        before_timed=wait_for_tracking,
+    )
+    return trace, cost
+
+
+def _fit_variational(
+    cfg: DictConfig, posterior: Posterior, key: jax.Array, label: str, wait_for_tracking: Callable[[], None]
+) -> Trace:
+    """Independent VI fits (the vi group's algorithm) and their draws on the full data as a Trace."""
+    from lambda_hat.vi.fit import run_fits
+
+    family = registry.get_vi(cfg.vi.name).build(cfg.vi, posterior.d)
+    return run_fits(cfg.sampler, family, posterior, key, progress=cfg.progress, label=label, before_timed=wait_for_tracking)
+
+
 def run(cfg: DictConfig, out_dir: Path, launch_dir: Path, run_tags: dict[str, str] | None = None) -> dict[str, Any]:
     """Run one estimate described by cfg, writing its files to out_dir; returns the metrics.
 
@@ -179,7 +218,9 @@ def run(cfg: DictConfig, out_dir: Path, launch_dir: Path, run_tags: dict[str, st
     configure_compilation_cache(cfg)
     s = cfg.sampler
     spec = registry.get(s.name)
-    run_name = f"{s.name}-{cfg.model.name}-seed{cfg.seed}"
+    variational = spec.family == "variational"
+    label = f"{s.name}-{cfg.vi.name}" if variational else s.name  # e.g. vi-mfa
+    run_name = f"{label}-{cfg.model.name}-seed{cfg.seed}"
     record = out_dir / "mlflow_run.json"
     tags = {**version_tags(), "lambda_hat.output_dir": str(out_dir.resolve()), **(run_tags or {})}
     with tracking.mlflow_run(cfg, launch_dir, run_name, started_wall, record, tags) as tracked:
@@ -189,32 +230,20 @@ def run(cfg: DictConfig, out_dir: Path, launch_dir: Path, run_tags: dict[str, st
         target_time = time.perf_counter() - t0
         with precision(cfg):
             target, posterior = prepare(cfg, target)
-            kernel = build_kernel(s, posterior.n)
+            key = jax.random.key(cfg.seed, impl=cfg.prng_impl)
             cost: dict[str, Any] = {}
-            if spec.family == "full_batch" and cfg.progress:
-                wait_for_tracking()  # the gradient timing is the estimator's too
-                from lambda_hat.devices import chain_mesh
-
-                mesh = chain_mesh(int(s.num_chains))
-                cost = log_cost_estimate(cfg, posterior, 1 if mesh is None else int(mesh.devices.size))
-            trace = run_chains(
-                kernel,
-                posterior,
-                jax.random.key(cfg.seed, impl=cfg.prng_impl),
-                num_chains=s.num_chains,
-                num_steps=s.num_steps,
-                num_burnin=burnin_steps(s),
-                thinning=s.thinning,
-                progress=cfg.progress,
-                label=s.name,
-                before_timed=wait_for_tracking,
-            )
+            if variational:
+                trace = _fit_variational(cfg, posterior, key, label, wait_for_tracking)
+            else:
+                trace, cost = _sample(cfg, spec, posterior, key, wait_for_tracking)
             nbeta, L0 = float(posterior.nbeta), float(posterior.L0)
         est = estimate_llc(trace.loss, trace.num_burnin_draws, nbeta, L0, target.llc_true)
+        if variational:
+            est |= variational_diagnostics(trace, nbeta)
         metrics: dict[str, Any] = {
             **est,
             **efficiency(est, trace),
-            **sampler_diagnostics(trace, s.thinning),
+            **sampler_diagnostics(trace, 1 if variational else s.thinning),
             **cost,
             "sampler": s.name,
             "family": spec.family,
@@ -231,7 +260,7 @@ def run(cfg: DictConfig, out_dir: Path, launch_dir: Path, run_tags: dict[str, st
             "L0": L0,
             "num_chains": int(s.num_chains),
             "num_steps": int(s.num_steps),
-            "num_burnin": burnin_steps(s),
+            "num_burnin": 0 if variational else burnin_steps(s),
             "num_warmup_steps": trace.num_warmup_steps,
             "n_fge": trace.n_fge,
             "n_fge_warmup": trace.n_fge_warmup,
@@ -244,8 +273,16 @@ def run(cfg: DictConfig, out_dir: Path, launch_dir: Path, run_tags: dict[str, st
             **device_record(),  # what the job actually ran on (platform, kind, count)
             "target_time_s": target_time,
             "target_cached": bool(target.meta.get("cached")),
-            "chain_steps_per_s": s.num_chains * s.num_steps / trace.sampling_time_s,
+            "chain_steps_per_s": s.num_chains * s.num_steps / (trace.warmup_time_s if variational else trace.sampling_time_s),
         }
+        if variational:  # the fit is the Trace's warm-up, the final draws its sampling (vi/fit.py)
+            metrics |= {
+                "vi": cfg.vi.name,
+                "fit_fge": trace.n_fge_warmup,
+                "final_fge": trace.n_fge,
+                "fit_time_s": trace.warmup_time_s,
+                "final_time_s": trace.sampling_time_s,
+            }
         if "rank" in target.meta:
             metrics["true_rank"] = int(target.meta["rank"])
         for key in ("llc_global", "hessian_check", "layer_ranks"):
@@ -254,7 +291,12 @@ def run(cfg: DictConfig, out_dir: Path, launch_dir: Path, run_tags: dict[str, st
         files = [outputs.write_resolved_config(out_dir, cfg)]
         frame = outputs.trace_frame(trace, nbeta, L0)
         files.append(outputs.write_trace(out_dir, frame))
-        if cfg.plots:
+        if variational:
+            fit_frame = outputs.fit_frame(trace)
+            files.append(outputs.write_table(out_dir / "fit_trace.parquet", fit_frame))
+        if cfg.plots and variational:
+            files += outputs.write_vi_plots(out_dir, fit_frame, frame, target.llc_true, run_name)
+        elif cfg.plots:
             files += outputs.write_plots(out_dir, frame, target.llc_true, run_name)
             if "energy" in trace.extras:
                 files.append(outputs.write_energy_plot(out_dir, trace.extras["energy"][:, trace.num_burnin_draws :], run_name))
@@ -269,7 +311,7 @@ def run(cfg: DictConfig, out_dir: Path, launch_dir: Path, run_tags: dict[str, st
         if tracked is not None and tracked.long_params:  # MLflow cuts params at 6000 characters
             files.append(outputs.write_json(out_dir / "long_params.json", tracked.long_params))
         result_tags = {
-            "sampler": s.name, "model": cfg.model.name, "target_id": target.target_id, "status": metrics["status"],
+            "sampler": s.name, **({"vi": cfg.vi.name} if variational else {}), "model": cfg.model.name, "target_id": target.target_id, "status": metrics["status"],
             "health": "; ".join(metrics["warnings"]) or "ok",
             "device_platform": metrics["device_platform"], "device_kind": metrics["device_kind"],
         }  # fmt: skip

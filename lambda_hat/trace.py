@@ -1,7 +1,7 @@
 """The result every estimator returns: per-draw losses and diagnostics, and what they cost.
 
-Samplers (``lambda_hat.samplers.driver``) and, later, variational estimators produce a
-:class:`Trace`; the estimate, the output files and the tracking code read only this type.
+Samplers (``lambda_hat.samplers.driver``) and variational estimators (``lambda_hat.vi.fit``:
+draws of each fitted q) produce a :class:`Trace`; the estimate, the output files and the tracking code read only this type.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ class Trace:
     """
 
     loss: np.ndarray  # (chains, draws): L(w) at each kept draw
-    step: np.ndarray  # (draws,): steps taken (after warm-up) when the draw was recorded
+    step: np.ndarray  # (draws,): steps taken (after warm-up) when the draw was recorded; VI: draw number
     num_burnin_draws: int  # the first draws, recorded during burn-in
     compile_time_s: float  # sampling loop compilation
     sampling_time_s: float  # sampling loop execution
@@ -33,3 +33,5 @@ class Trace:
     warmup_compile_time_s: float = 0.0
     num_warmup_steps: int = 0  # adaptation/tuning steps per chain
     devices: int = 1  # devices the chains were split over
+    # Variational fits only: per optimiser step (chains, steps): elbo, grad_norm, family diagnostics
+    fit: dict[str, np.ndarray] = field(default_factory=dict)
