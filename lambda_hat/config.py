@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 # ---------------------------------------------------------------- model
 
@@ -29,6 +29,28 @@ class DLNModelConfig:
     # layer, the other layers generic) or "truncate_layers" (every layer truncated to rank r, as
     # in Lau et al.'s experiments). llc_true is the local λ where a Hessian-rank check proves it.
     teacher: str = "top"
+
+
+@dataclass
+class RandomDLNModelConfig(DLNModelConfig):
+    """Net number ``index`` of a size class of Lau et al.'s random DLN generator
+    (lambda_hat/random_dln.py): widths, true_rank and the teacher's seed are drawn from
+    (size_class, index, generator_seed), so a sweep over index is the accuracy benchmark."""
+
+    size_class: str = "1k"  # 1k | 10k
+    index: int = 0
+    generator_seed: int = 0
+    widths: Any = "${random_dln:widths}"
+    true_rank: Any = "${random_dln:true_rank}"
+    teacher_seed: Any = "${random_dln:seed}"  # seed of the teacher and its data (not target_seed)
+
+
+def _random_dln_field(what: str, *, _parent_: Any) -> Any:
+    """OmegaConf resolver: one field of the random DLN the model node names."""
+    from lambda_hat.random_dln import draw
+
+    net = draw(str(_parent_.size_class), int(_parent_.index), int(_parent_.generator_seed))
+    return {"widths": list(net.widths), "true_rank": net.true_rank, "seed": net.seed}[what]
 
 
 @dataclass
@@ -134,11 +156,14 @@ class SGMCMCConfig(SamplerConfig):
 @dataclass
 class LangevinConfig(SGMCMCConfig):
     """The SGLD family. Each chain first spends num_tune steps tuning step_size (starting from
-    it) by dual averaging to the MALA acceptance target_mala_accept (warm-up work, not part of
-    num_steps); null = fixed step (Lau et al.'s protocol, preset sgld_lau)."""
+    it) by dual averaging to the MALA acceptance target_mala_accept, capped where the unadjusted
+    chain's predicted bias of λ̂ (integrator and minibatch noise) exceeds max_bias, relative;
+    warm-up work, not part of num_steps. target_mala_accept null = fixed step (Lau et al.'s
+    protocol, preset sgld_lau)."""
 
     target_mala_accept: Optional[float] = 0.95
     num_tune: int = 1000
+    max_bias: Optional[float] = 0.01  # null: no cap (the MALA target alone)
     mala_every: int = 100  # MALA acceptance diagnostic every k steps (0 = off)
 
 
@@ -324,7 +349,12 @@ class Config:
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
-    "model": {"dln": DLNModelConfig, "mlp": MLPModelConfig, "polynomial": PolynomialModelConfig},
+    "model": {
+        "dln": DLNModelConfig,
+        "dln_random": RandomDLNModelConfig,
+        "mlp": MLPModelConfig,
+        "polynomial": PolynomialModelConfig,
+    },
     "data": {"data": DataConfig},
     "posterior": {"posterior": PosteriorConfig},
     "training": {"training": TrainingConfig},
@@ -339,10 +369,17 @@ RENAMED_KEYS = {
 }
 
 
+def register_resolvers() -> None:
+    """The config's own interpolation resolvers (also needed to resolve a saved job config)."""
+    if not OmegaConf.has_resolver("random_dln"):
+        OmegaConf.register_new_resolver("random_dln", _random_dln_field)
+
+
 def register_configs() -> None:
     """Register the root schema and every group schema (under ``schema/<group>``)."""
     from lambda_hat.registry import ESTIMATORS
 
+    register_resolvers()
     cs = ConfigStore.instance()
     cs.store(name="lambda_hat_schema", node=Config)
     groups = {**SCHEMAS, "sampler": {name: e.schema for name, e in ESTIMATORS.items()}}
@@ -391,9 +428,33 @@ def _one_of(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> None:
     _require(value in allowed, key, value, f"must be one of {', '.join(allowed)}")
 
 
+def _validate_random_dln(cfg: DictConfig) -> None:
+    """A random DLN is named by (size_class, index, generator_seed); what they draw is not set by hand."""
+    from lambda_hat.random_dln import CLASSES, draw
+
+    model = cfg.model
+    _one_of(cfg, "model.size_class", tuple(CLASSES))
+    _require(model.index >= 0, "model.index", model.index, "must be >= 0 (the net's number in its class)")
+    net = draw(model.size_class, model.index, model.generator_seed)
+    drawn = {"widths": net.widths, "true_rank": net.true_rank, "teacher_seed": net.seed}
+    for key, value in drawn.items():
+        given = model[key]
+        given = list(given) if key == "widths" else given
+        _require(
+            given == value, f"model.{key}", given,
+            f"is drawn by model.size_class/index/generator_seed (here {value}); use model=dln to set it",
+        )  # fmt: skip
+    _require(
+        cfg.target_seed is None, "target_seed", cfg.target_seed,
+        "must be null with model=dln_random (the teacher's seed is drawn with the net: model.teacher_seed)",
+    )  # fmt: skip
+
+
 def validate(cfg: DictConfig) -> None:
     """Check ranges and cross-field constraints; raise ConfigError on the first violation."""
     model, data, sampler = cfg.model, cfg.data, cfg.sampler
+    if "size_class" in model:
+        _validate_random_dln(cfg)
     if model.name == "polynomial":
         exps = list(model.exponents)
         _require(len(exps) >= 1 and all(p >= 1 for p in exps), "model.exponents", exps, "needs one or more integers >= 1")
@@ -475,6 +536,8 @@ def validate(cfg: DictConfig) -> None:
         target = sampler.target_mala_accept
         _require(target is None or 0 < target < 1, "sampler.target_mala_accept", target, "must be in (0, 1) or null (fixed step)")
         _positive(cfg, "sampler.num_tune", integer=True)
+        bias = sampler.max_bias
+        _require(bias is None or bias > 0, "sampler.max_bias", bias, "must be > 0 or null (no cap)")
     for key in ("decay", "beta1", "beta2"):
         if key in sampler:
             v = sampler[key]
