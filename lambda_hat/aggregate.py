@@ -2,13 +2,16 @@
 
     python -m lambda_hat.aggregate DIR [DIR ...] [--out FILE]
     python -m lambda_hat.aggregate --mlflow-experiment NAME [--tracking-uri URI] --out FILE
+    python -m lambda_hat.aggregate --accuracy DIR_OR_PARQUET [...]
 
 DIR is a sweep folder (multirun/<date>/<time>), a folder of sweeps, or outputs/ with single runs:
 every folder under it holding .hydra/config.yaml is a job. With one DIR the table goes to
 DIR/llc_runs.parquet unless --out says otherwise. The MLflow runs of killed jobs that their store
 still shows RUNNING are set to KILLED (skip with --no-finalize; jobs whose folder changed in the
 last --min-idle seconds are left alone, in case they still run). Prints one summary line and a
-markdown table of the main columns. Exit status 2 (one line) when there is nothing to aggregate.
+markdown table of the main columns. Exit status 2 (one line) when there is nothing to aggregate. --accuracy prints the accuracy
+table against the known λ instead (lambda_hat.sweeps.accuracy: median |λ̂/λ − 1| ... per size
+class, full-rank and reduced-rank nets apart); given a .parquet table it reads that table as is.
 See lambda_hat.sweeps.aggregate for the columns.
 """
 
@@ -36,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--min-idle", type=float, default=300.0, metavar="S",
                    help="finalize only jobs whose folder has not changed for S seconds (default 300)")  # fmt: skip
     p.add_argument("--max-rows", type=int, default=50, metavar="N", help="rows of the printed table (default 50)")
+    p.add_argument("--accuracy", action="store_true",
+                   help="print the accuracy table against the known λ (DIR may also be a llc_runs.parquet)")  # fmt: skip
     return p
 
 
@@ -52,13 +57,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail("give a sweep folder DIR (or --mlflow-experiment NAME --out FILE)")
     if args.tracking_uri and not args.mlflow_experiment:
         return fail("--tracking-uri goes with --mlflow-experiment")
-    if args.out is None and (args.mlflow_experiment or len(args.dirs) > 1):
+    if args.out is None and not args.accuracy and (args.mlflow_experiment or len(args.dirs) > 1):
         return fail("--out FILE is needed with " + ("--mlflow-experiment" if args.mlflow_experiment else "several DIRs"))
     logging.basicConfig(level=logging.INFO, format=f"{PROG}: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
     from lambda_hat.sweeps import aggregate
 
+    if args.accuracy and args.dirs and all(d.endswith(".parquet") for d in args.dirs):
+        import pandas as pd
+
+        from lambda_hat.sweeps.accuracy import accuracy_table
+
+        missing = [d for d in args.dirs if not Path(d).is_file()]
+        if missing:
+            return fail(f"{missing[0]}: no such file")
+        print(accuracy_table(pd.concat([pd.read_parquet(d) for d in args.dirs], ignore_index=True)))
+        return 0
     if args.mlflow_experiment:
         try:
             df = aggregate.from_mlflow(args.mlflow_experiment, args.tracking_uri)
@@ -76,10 +91,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return fail(f"{' '.join(map(str, dirs))}: no job folders (.hydra/config.yaml) under it")
         if not args.no_finalize:
             df = aggregate.finalize_orphan_runs(df, min_idle_s=args.min_idle)
-    out = (args.out if args.out is not None else Path(args.dirs[0]) / aggregate.TABLE_NAME).resolve()
-    path = aggregate.write_table(out.parent, df, out.name)
-    print(aggregate.summary_line(df, path))
-    print(aggregate.markdown_table(df, max_rows=args.max_rows))
+    if args.out is None and len(args.dirs) != 1:  # --accuracy over several folders: print only
+        print(aggregate.summary_line(df))
+    else:
+        out = (args.out if args.out is not None else Path(args.dirs[0]) / aggregate.TABLE_NAME).resolve()
+        print(aggregate.summary_line(df, aggregate.write_table(out.parent, df, out.name)))
+    if args.accuracy:
+        from lambda_hat.sweeps.accuracy import accuracy_table
+
+        print(accuracy_table(df))
+    else:
+        print(aggregate.markdown_table(df, max_rows=args.max_rows))
     return 0
 
 

@@ -35,6 +35,28 @@ class DLNModelConfig:
 
 
 @dataclass
+class RandomDLNModelConfig(DLNModelConfig):
+    """Net number ``index`` of a size class of Lau et al.'s random DLN generator
+    (lambda_hat/random_dln.py): widths, true_rank and the teacher's seed are drawn from
+    (size_class, index, generator_seed), so a sweep over index is the accuracy benchmark."""
+
+    size_class: str = "1k"  # 1k | 10k
+    index: int = 0
+    generator_seed: int = 0
+    widths: Any = "${random_dln:widths}"
+    true_rank: Any = "${random_dln:true_rank}"
+    teacher_seed: Any = "${random_dln:seed}"  # seed of the teacher and its data (not target_seed)
+
+
+def _random_dln_field(what: str, *, _parent_: Any) -> Any:
+    """OmegaConf resolver: one field of the random DLN the model node names."""
+    from lambda_hat.random_dln import draw
+
+    net = draw(str(_parent_.size_class), int(_parent_.index), int(_parent_.generator_seed))
+    return {"widths": list(net.widths), "true_rank": net.true_rank, "seed": net.seed}[what]
+
+
+@dataclass
 class MLPModelConfig:
     """Teacher-student MLP. The teacher defaults to the student's architecture where unset."""
 
@@ -137,11 +159,14 @@ class SGMCMCConfig(SamplerConfig):
 @dataclass
 class LangevinConfig(SGMCMCConfig):
     """The SGLD family. Each chain first spends num_tune steps tuning step_size (starting from
-    it) by dual averaging to the MALA acceptance target_mala_accept (warm-up work, not part of
-    num_steps); null = fixed step (Lau et al.'s protocol, preset sgld_lau)."""
+    it) by dual averaging to the MALA acceptance target_mala_accept, capped where the unadjusted
+    chain's predicted bias of λ̂ (integrator and minibatch noise) exceeds max_bias, relative;
+    warm-up work, not part of num_steps. target_mala_accept null = fixed step (Lau et al.'s
+    protocol, preset sgld_lau)."""
 
     target_mala_accept: Optional[float] = 0.95
     num_tune: int = 1000
+    max_bias: Optional[float] = 0.01  # null: no cap (the MALA target alone)
     mala_every: int = 100  # MALA acceptance diagnostic every k steps (0 = off)
 
 
@@ -411,7 +436,12 @@ class Config:
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
-    "model": {"dln": DLNModelConfig, "mlp": MLPModelConfig, "polynomial": PolynomialModelConfig},
+    "model": {
+        "dln": DLNModelConfig,
+        "dln_random": RandomDLNModelConfig,
+        "mlp": MLPModelConfig,
+        "polynomial": PolynomialModelConfig,
+    },
     "data": {"data": DataConfig},
     "posterior": {"posterior": PosteriorConfig},
     "training": {"training": TrainingConfig},
@@ -426,10 +456,17 @@ RENAMED_KEYS = {
 }
 
 
+def register_resolvers() -> None:
+    """The config's own interpolation resolvers (also needed to resolve a saved job config)."""
+    if not OmegaConf.has_resolver("random_dln"):
+        OmegaConf.register_new_resolver("random_dln", _random_dln_field)
+
+
 def register_configs() -> None:
     """Register the root schema and every group schema (under ``schema/<group>``)."""
     from lambda_hat.registry import ESTIMATORS, VI_ALGORITHMS
 
+    register_resolvers()
     cs = ConfigStore.instance()
     cs.store(name="lambda_hat_schema", node=Config)
     groups = {
@@ -501,6 +538,28 @@ def check_known_keys(node: Any, prefix: str = "") -> None:
         check_known_keys(node._get_node(key), f"{prefix}{key}.")
 
 
+def _validate_random_dln(cfg: DictConfig) -> None:
+    """A random DLN is named by (size_class, index, generator_seed); what they draw is not set by hand."""
+    from lambda_hat.random_dln import CLASSES, draw
+
+    model = cfg.model
+    _one_of(cfg, "model.size_class", tuple(CLASSES))
+    _require(model.index >= 0, "model.index", model.index, "must be >= 0 (the net's number in its class)")
+    net = draw(model.size_class, model.index, model.generator_seed)
+    drawn = {"widths": net.widths, "true_rank": net.true_rank, "teacher_seed": net.seed}
+    for key, value in drawn.items():
+        given = model[key]
+        given = list(given) if key == "widths" else given
+        _require(
+            given == value, f"model.{key}", given,
+            f"is drawn by model.size_class/index/generator_seed (here {value}); use model=dln to set it",
+        )  # fmt: skip
+    _require(
+        cfg.target_seed is None, "target_seed", cfg.target_seed,
+        "must be null with model=dln_random (the teacher's seed is drawn with the net: model.teacher_seed)",
+    )  # fmt: skip
+
+
 def validate(cfg: DictConfig) -> None:
     """Check ranges and cross-field constraints; raise ConfigError on the first violation."""
     check_known_keys(cfg)
@@ -508,6 +567,10 @@ def validate(cfg: DictConfig) -> None:
     _require(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0 (it seeds numpy's SeedSequence)")
     if cfg.target_seed is not None:
         _require(cfg.target_seed >= 0, "target_seed", cfg.target_seed, "must be >= 0, or null (= seed)")
+
+
+    if "size_class" in model:
+        _validate_random_dln(cfg)
     if model.name == "polynomial":
         exps = list(model.exponents)
         _require(len(exps) >= 1 and all(p >= 1 for p in exps), "model.exponents", exps, "needs one or more integers >= 1")
@@ -617,6 +680,8 @@ def _validate_sampler(cfg: DictConfig) -> None:
         target = sampler.target_mala_accept
         _require(target is None or 0 < target < 1, "sampler.target_mala_accept", target, "must be in (0, 1) or null (fixed step)")
         _positive(cfg, "sampler.num_tune", integer=True)
+        bias = sampler.max_bias
+        _require(bias is None or bias > 0, "sampler.max_bias", bias, "must be > 0 or null (no cap)")
     for key in ("decay", "beta1", "beta2"):
         if key in sampler:
             v = sampler[key]

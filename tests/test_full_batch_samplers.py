@@ -171,8 +171,10 @@ def test_mala_acceptance_flags_too_large_steps(make_cfg, tmp_path: Path) -> None
 def test_step_size_tuning_reaches_target_mala_acceptance(
     make_cfg, tmp_path: Path, sampler: str, too_small: float, too_large: float
 ) -> None:
+    # max_bias=null: dual averaging alone (the bias cap is tested in test_samplers.py)
     args = (*SMALL, "data.n=10000", "sampler.batch_size=100", "sampler.num_steps=1000", "sampler.num_burnin=500",
-            "sampler.mala_every=10", f"sampler={sampler}", "sampler.target_mala_accept=0.9", "sampler.num_tune=1500")
+            "sampler.mala_every=10", f"sampler={sampler}", "sampler.target_mala_accept=0.9", "sampler.num_tune=1500",
+            "sampler.max_bias=null")
     # Start 100x below and 100x above a good step: tuning must move both to about the same place.
     small = run(make_cfg(*args, f"sampler.step_size={too_small}"), tmp_path / "a", tmp_path)
     large = run(make_cfg(*args, f"sampler.step_size={too_large}"), tmp_path / "b", tmp_path)

@@ -43,6 +43,7 @@ from lambda_hat.posterior import Posterior
 from lambda_hat.samplers.base import Kernel, StepInfo, StepwiseWarmup, Warmup
 
 LANGEVIN = ("sgld", "rmsprop_sgld", "adam_sgld")
+BIAS_EVERY = 5  # tuning steps between two estimates of the unadjusted chain's bias (see tuning())
 NAMES = (*LANGEVIN, "sghmc", "sgnht")
 
 
@@ -86,6 +87,7 @@ def build(cfg: Any, n: int) -> Kernel:
     target_accept = getattr(cfg, "target_mala_accept", None)
     tuned = target_accept is not None
     num_tune = int(getattr(cfg, "num_tune", 0))
+    max_bias = getattr(cfg, "max_bias", None)  # None: no bias cap (and no estimates)
     langevin = overdamped_langevin()
 
     def init(key: jax.Array, w0: jax.Array, post: Posterior) -> SGMCMCState:
@@ -99,7 +101,8 @@ def build(cfg: Any, n: int) -> Kernel:
         return SGMCMCState(w0, scalar, scalar, jnp.zeros((), jnp.int32))
 
     def propose(key, state, post, eps):
-        """One Langevin move from state with step eps: (new state, L_batch(w), MALA acceptance fn)."""
+        """One Langevin move from state with step eps: (new state, L_batch(w), MALA acceptance fn,
+        ∇U_batch(w), preconditioner)."""
         k_batch, k_noise = jax.random.split(key)
         w = state.position
         idx = _batch_idx(k_batch, post, batch)
@@ -127,11 +130,11 @@ def build(cfg: Any, n: int) -> Kernel:
         def accept_prob() -> jax.Array:
             return mala_acceptance(post, idx, w, new_w, grad_u, u, eps, precond).astype(w.dtype)
 
-        return SGMCMCState(new_w, m, v, tt), loss, accept_prob
+        return SGMCMCState(new_w, m, v, tt), loss, accept_prob, grad_u, precond
 
     def langevin_step(key, state, params, post, t):
         eps = params["step_size"] if tuned else eps0
-        new_state, loss, accept_prob = propose(key, state, post, eps)
+        new_state, loss, accept_prob, _, _ = propose(key, state, post, eps)
         extras = {}
         if mala_every > 0:
             extras["mala_accept"] = jax.lax.cond(
@@ -139,40 +142,95 @@ def build(cfg: Any, n: int) -> Kernel:
             )
         return new_state, StepInfo(loss, jnp.asarray(fge, new_state.position.dtype), extras)
 
+    def bias_terms(key, post, w, grad_u, precond):
+        """(tr(G ∇²U), tr(G Σ_g)) at w, estimated from a second, independent minibatch: a
+        Hutchinson probe of its Hessian and the gradient difference (E|∇U_A − ∇U_B|² = 2 tr Σ_g)."""
+        k_batch, k_probe = jax.random.split(key)
+        other = _batch_idx(k_batch, post, batch)
+        v = jnp.sqrt(precond) * jax.random.rademacher(k_probe, w.shape, w.dtype)
+        grad_other, hvp = jax.jvp(jax.grad(lambda x: _potential(post, x, other)[0]), (w,), (v,))
+        return jnp.vdot(v, hvp), 0.5 * jnp.sum(precond * (grad_u - grad_other) ** 2)
+
     def tuning() -> StepwiseWarmup:
-        """Dual averaging of log ε to the target MALA acceptance, per chain, one step at a time.
+        """Per chain, one step at a time: dual averaging of log ε to the target MALA acceptance,
+        capped where the unadjusted chain's predicted bias of λ̂ exceeds ``max_bias``.
 
         Written here because blackjax adapts step sizes only inside its HMC/MCLMC warm-ups; its
-        dual-averaging update is reused. During tuning each move is accepted with its (minibatch)
-        MALA probability, so a too-large trial step is rejected instead of blowing the chain up.
+        dual-averaging update is reused. The chain tuned is the *unadjusted* chain that sampling
+        runs (every finite move kept, a non-finite one dropped); each move's MALA acceptance
+        probability is what dual averaging sees.
+
+        Why a cap: MALA acceptance bounds the integrator's error per step, not the bias of the
+        unadjusted chain's stationary law. For U locally quadratic with Hessian A, preconditioner
+        G and minibatch-gradient covariance Σ_g, that law has E[U] higher by
+        ε·(tr(G A) + tr(G Σ_g))/8 (Euler–Maruyama on an Ornstein–Uhlenbeck process; the MALA test
+        uses one minibatch for both ends of a move, so it does not see Σ_g at all), i.e. λ̂ higher
+        by that over λ̂. The trace grows with the number of stiff directions while the MALA
+        error is dominated by the stiffest ones, so a step with MALA acceptance 0.95 can bias λ̂
+        a lot: on a wide DLN ([99,98,43], rank 41, λ = 2127.5, d = 13,916) the tuned step
+        (33x Lau et al.'s) gave +157% (at γ = 100, where the chain cannot drift along the fiber,
+        +7% at 6.7e-6, where the formula predicts +5.5%). Both traces and λ̂ are estimated along
+        the tuning chain every ``BIAS_EVERY`` steps (a Hutchinson probe and a gradient on a
+        second minibatch: two gradients' worth), and the step is capped at
+        max_bias · 8 λ̂ / (tr(G A) + tr(G Σ_g)) during tuning (so the chain does not heat up)
+        and at its end.
         """
         da_init, da_update, da_final = dual_averaging_adaptation(float(target_accept))
+
+        def bias_cap(sums):
+            llc_sum, trace_sum = sums
+            ok = (llc_sum > 0) & (trace_sum > 0)
+            if max_bias is None:
+                return jnp.full((), jnp.inf, llc_sum.dtype)
+            return jnp.where(ok, max_bias * 8.0 * llc_sum / jnp.where(ok, trace_sum, 1.0), jnp.inf)
 
         def init(key, state, post):
             dtype = state.position.dtype
             # Shrink towards the configured step, not 10x it (blackjax's HMC heuristic): a 10x SGLD
             # step can be past the explicit integrator's stability limit on stiff posteriors.
             da = da_init(eps0)._replace(mu=jnp.log(eps0))
-            return key, state, da, jnp.zeros((), dtype)
+            zero = jnp.zeros((), dtype)
+            return key, state, da, (zero, zero), zero
 
         def step(carry, post, t):
-            key, state, da, accept_sum = carry
+            key, state, da, sums, accept_sum = carry
             dtype = state.position.dtype
-            k_move, k_accept = jax.random.split(jax.random.fold_in(key, t))
-            eps = jnp.exp(da.log_step_size).astype(dtype)
-            proposal, _, accept_prob = propose(k_move, state, post, eps)
+            k_move, k_bias = jax.random.split(jax.random.fold_in(key, t))
+            eps = jnp.minimum(jnp.exp(da.log_step_size), bias_cap(sums)).astype(dtype)
+            proposal, loss, accept_prob, grad_u, precond = propose(k_move, state, post, eps)
             accept = accept_prob()
-            keep = jax.random.uniform(k_accept, dtype=dtype) < accept
-            state = jax.tree.map(lambda new, old: jnp.where(keep, new, old), proposal, state)
+            finite = jnp.all(jnp.isfinite(proposal.position))
+            # Skip the first 10% (the chain leaving w*, where U's traces and λ̂ are all ~0).
+            estimate = (t % BIAS_EVERY == 0) & (t >= num_tune // 10) & (max_bias is not None)
+            zero = jnp.zeros((), dtype)
+            traces = jax.lax.cond(
+                estimate, lambda: bias_terms(k_bias, post, state.position, grad_u, precond), lambda: (zero, zero)
+            )
+            term = (post.llc_of_loss(loss), traces[0] + traces[1])
+            use = estimate & finite & jnp.isfinite(term[0]) & jnp.isfinite(term[1])
+            sums = jax.tree.map(lambda total, x: total + jnp.where(use, x, 0.0), sums, term)
+            state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), proposal, state)
             accept_sum = accept_sum + jnp.where(t >= num_tune // 2, accept, 0.0)
-            # Each tuning step costs two minibatch gradients (the move and its MALA reverse density).
-            return (key, state, da_update(da, accept), accept_sum), jnp.asarray(2 * fge, dtype)
+            # Work: the move and its MALA reverse density (two minibatch gradients), plus the
+            # second minibatch's gradient and Hessian probe (counted as two) when estimated.
+            fge_step = jnp.where(estimate, 4 * fge, 2 * fge).astype(dtype)
+            return (key, state, da_update(da, accept), sums, accept_sum), fge_step
 
         def final(carry, post) -> Warmup:
-            _, state, da, accept_sum = carry
+            _, state, da, sums, accept_sum = carry
             dtype = state.position.dtype
-            eps = da_final(da).astype(dtype)
-            extras = {"step_size": eps, "tune_mala_accept": accept_sum / (num_tune - num_tune // 2)}
+            eps_mala, cap = da_final(da), bias_cap(sums)
+            eps = jnp.minimum(eps_mala, cap).astype(dtype)
+            llc_sum, trace_sum = sums
+            extras = {
+                "step_size": eps,
+                "tune_mala_accept": accept_sum / (num_tune - num_tune // 2),
+                # 1 where the bias cap set the step (dual averaging alone asked for more), and the
+                # relative bias of λ̂ the final step is predicted to cause (0 = not estimated).
+                # Both finite: the driver flags a chain whose tuned values are not.
+                "step_size_capped": (cap < eps_mala).astype(dtype),
+                "predicted_bias": jnp.where(llc_sum > 0, eps * trace_sum / (8.0 * jnp.where(llc_sum > 0, llc_sum, 1.0)), 0.0).astype(dtype),
+            }
             return Warmup(state, {"step_size": eps}, jnp.zeros((), dtype), extras)
 
         return StepwiseWarmup(num_steps=num_tune, init=init, step=step, final=final)

@@ -112,6 +112,9 @@ def _job_config(job: Path) -> dict[str, Any]:
     try:
         from omegaconf import OmegaConf
 
+        from lambda_hat.config import register_resolvers
+
+        register_resolvers()  # model=dln_random's widths/true_rank are ${random_dln:...}
         conf = OmegaConf.load(path)
         try:
             data = OmegaConf.to_container(conf, resolve=True)

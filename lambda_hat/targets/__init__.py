@@ -145,6 +145,8 @@ def target_spec(cfg: DictConfig) -> dict[str, Any]:
         "data": OmegaConf.to_container(cfg.data, resolve=True),
         "seed": int(cfg.seed if cfg.target_seed is None else cfg.target_seed),
     }
+    if "teacher_seed" in cfg.model:  # a random DLN: its teacher's seed is drawn with it
+        spec["seed"] = int(cfg.model.teacher_seed)
     if cfg.model.name == "mlp":
         spec["training"] = OmegaConf.to_container(cfg.training, resolve=True)
     return spec

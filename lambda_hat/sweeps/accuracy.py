@@ -1,0 +1,95 @@
+"""The accuracy table of a sweep against a known λ (``python -m lambda_hat.aggregate --accuracy``).
+
+Reads a sweep table (llc_runs.parquet, one row per job) and summarizes the relative error
+|λ̂/λ − 1| per size class (``cfg.model.size_class`` of model=dln_random; one group otherwise),
+then its full-rank and reduced-rank nets apart: count, parameter range, median, mean, p90, max,
+share within 5% and 10%, median signed error, diverged. A job without an estimate (every chain
+diverged, failed or killed) counts as an infinite error and as diverged; it is never dropped.
+Jobs without a known λ (``llc_true`` null) are left out and counted in the heading line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+HEAD = (
+    "| class | nets | d range | median | mean | p90 | max | ≤5% | ≤10% | median signed | diverged |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|"
+)
+LABELS = {"1k": "~1k params", "10k": "~10k params"}
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%" if math.isfinite(x) else "inf"
+
+
+def _widths(value: Any) -> list[int] | None:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    return [int(w) for w in value] if isinstance(value, (list, tuple, np.ndarray)) else None
+
+
+def _full_rank(row: pd.Series) -> bool | None:
+    """Whether the teacher built has full product rank (its rank = the narrowest width)."""
+    widths = _widths(row.get("cfg.model.widths"))
+    rank = row.get("true_rank")
+    if widths is None or rank is None or pd.isna(rank):
+        requested = row.get("cfg.model.true_rank")
+        return None if widths is None else (requested is None or pd.isna(requested) or requested == min(widths))
+    return int(rank) == min(widths)
+
+
+def summary_row(label: str, part: pd.DataFrame) -> str:
+    """One markdown row of the statistics of rel_error (signed; NaN = no estimate) over part."""
+    signed = part["rel_error"].to_numpy(float)
+    err = np.where(np.isfinite(signed), np.abs(signed), np.inf)
+    finite = signed[np.isfinite(signed)]
+    p90 = float(np.quantile(err, 0.9, method="inverted_cdf"))  # an observed value; safe with inf
+    d = part["d"].dropna()
+    d_range = f"{int(d.min())}–{int(d.max())}" if len(d) else "?"
+    return (
+        f"| {label} | {len(part)} | {d_range} | {_pct(float(np.median(err)))} | {_pct(float(np.mean(err)))} "
+        f"| {_pct(p90)} | {_pct(float(err.max()))} | {np.mean(err <= 0.05):.0%} | {np.mean(err <= 0.10):.0%} "
+        f"| {_pct(float(np.median(finite))) if finite.size else 'n/a'} | {int((~np.isfinite(signed)).sum())} |"
+    )
+
+
+def accuracy_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Per job: size class, d, full rank (bool or None), signed relative error (NaN = none)."""
+    rows = []
+    for _, row in df.iterrows():
+        truth = row.get("llc_true")
+        if truth is None or pd.isna(truth):
+            continue
+        rel = row.get("llc_rel_error")
+        ok = row.get("status") in ("ok", "some_chains_diverged") and rel is not None and not pd.isna(rel)
+        size_class = row.get("cfg.model.size_class")
+        rows.append({
+            "size_class": "all" if size_class is None or pd.isna(size_class) else str(size_class),
+            "d": row.get("d"),
+            "full_rank": _full_rank(row),
+            "rel_error": float(rel) if ok else math.nan,
+        })  # fmt: skip
+    return pd.DataFrame(rows, columns=["size_class", "d", "full_rank", "rel_error"])
+
+
+def accuracy_table(df: pd.DataFrame) -> str:
+    """Markdown: per size class one row for all nets, then full-rank and reduced-rank nets apart."""
+    acc = accuracy_frame(df)
+    skipped = len(df) - len(acc)
+    lines = [f"{len(acc)} jobs with a known λ" + (f" ({skipped} without, left out)" if skipped else ""), "", HEAD]
+    for key in sorted(acc["size_class"].unique(), key=lambda k: (k not in LABELS, list(LABELS).index(k) if k in LABELS else 0, k)):
+        part = acc[acc["size_class"] == key]
+        lines.append(summary_row(f"**{LABELS.get(key, key)}**", part))
+        for label, mask in (("full rank", part["full_rank"] == True), ("reduced rank", part["full_rank"] == False)):  # noqa: E712
+            if mask.any():
+                lines.append(summary_row(f"… {label}", part[mask]))
+    return "\n".join(lines)
