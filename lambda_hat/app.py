@@ -28,6 +28,8 @@ log = logging.getLogger("lambda_hat")
 
 # Output folders of this process's sweep jobs that failed (the basic launcher runs them here).
 _failed_jobs: list[str] = []
+# Sweep folders whose jobs ran in this process (for the table written when a sweep is interrupted).
+_sweep_dirs: set[str] = set()
 
 _PKG_CONF = Path(__file__).resolve().parent / "conf"  # inside an installed wheel
 CONF_DIR = _PKG_CONF if _PKG_CONF.is_dir() else Path(__file__).resolve().parent.parent / "conf"
@@ -221,8 +223,21 @@ def hydra_app(cfg: DictConfig) -> float | None:
             parent_id = parent.find(Path(hc.sweep.dir))
             if parent_id is not None:
                 run_tags["mlflow.parentRunId"] = parent_id
+        if sweeping:
+            _sweep_dirs.add(str(Path(HydraConfig.get().sweep.dir).resolve()))
+        earlier = None
+        if cfg.resume:
+            from lambda_hat.sweeps.resume import completed
+
+            earlier = completed(out_dir, cfg)
+            if earlier is None:
+                (out_dir / "failure.json").unlink(missing_ok=True)  # an earlier attempt's
         try:
-            metrics = run(cfg, out_dir, launch_dir, run_tags)
+            if earlier is not None:
+                log.info("resume: %s is complete (status %s); its results are reused", out_dir, earlier["status"])
+                metrics = earlier
+            else:
+                metrics = run(cfg, out_dir, launch_dir, run_tags)
         except TrackingError as e:
             # The estimate's files are on disk; say so in one line instead of a traceback.
             log.error("tracking failed: %s", e)
@@ -300,6 +315,41 @@ Outputs go to outputs/<date>/<time>/ (metrics.json, trace.parquet, plots); MLflo
 """
 
 
+def _resume_in_place(argv: list[str]) -> None:
+    """resume=true in a sweep without hydra.sweep.dir: continue the newest earlier sweep of the
+    same command line in its folder (lambda_hat.sweeps.resume), by adding hydra.sweep.dir."""
+    flags, overrides = _split_argv(argv)
+    multirun = any(f in ("-m", "--multirun") for f in flags)
+    resume = any(o.split("=", 1)[0] == "resume" and o.split("=", 1)[1].lower() == "true" for o in overrides if "=" in o)
+    if not (multirun and resume) or any(o.split("=", 1)[0] == "hydra.sweep.dir" for o in overrides):
+        return
+    from lambda_hat.sweeps.resume import find_sweep
+
+    sweep = find_sweep(Path.cwd(), overrides)
+    if sweep is None:
+        print("lambda_hat: resume: no earlier sweep of this command line under multirun/; starting one", file=sys.stderr)
+        return
+    print(f"lambda_hat: resume: continuing the sweep in {sweep}", file=sys.stderr)
+    sys.argv.append(f"hydra.sweep.dir={sweep}")  # Hydra reads its command line from sys.argv
+
+
+def _interrupted() -> None:
+    """Ctrl-C: the finished jobs are on disk; write the sweep table so far and say how to go on."""
+    for sweep in sorted(_sweep_dirs):
+        try:
+            from lambda_hat.sweeps import aggregate
+
+            df = aggregate.finalize_orphan_runs(aggregate.collect_rows(sweep))
+            path = aggregate.write_table(sweep, df)
+            print(f"lambda_hat: interrupted; sweep table so far: {aggregate.summary_line(df, path)}", file=sys.stderr)
+        except Exception as e:  # the jobs' files are there; python -m lambda_hat.aggregate rebuilds it
+            print(f"lambda_hat: interrupted; table not written ({e})", file=sys.stderr)
+    if _sweep_dirs:
+        print("lambda_hat: re-run the same command with resume=true to run only the unfinished jobs", file=sys.stderr)
+    else:
+        print("lambda_hat: interrupted", file=sys.stderr)
+
+
 def main() -> None:
     """Console entry point (`lambda-hat`, `python -m lambda_hat`)."""
     argv = sys.argv[1:]
@@ -312,7 +362,12 @@ def main() -> None:
             traceback.print_exception(last_error)  # asked for: the whole story, then the line
         print(f"lambda_hat: error: {error}", file=sys.stderr)
         sys.exit(2)
-    hydra_app()
+    _resume_in_place(argv)
+    try:
+        hydra_app()
+    except KeyboardInterrupt:
+        _interrupted()
+        sys.exit(130)
     from lambda_hat.sweeps import callbacks
 
     table = callbacks.last_summary  # set by AggregateCallback in the launching process, any launcher

@@ -3,6 +3,7 @@
 
     python scripts/dev.py run [hydra overrides...]   # one LLC estimate (python -m lambda_hat ...)
     python scripts/dev.py test [pytest args...]      # the test suite
+    python scripts/dev.py sync                       # only the environment (.venv)
 
 It finds uv (on PATH, or importable by this Python), else installs it into .cache/uv-bootstrap
 with pip, then `uv sync`s the locked environment into .venv and runs the command there.
@@ -53,10 +54,12 @@ def sync(uv: list[str]) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("run", "test"):
+    if not argv or argv[0] not in ("run", "test", "sync"):
         print(__doc__, file=sys.stderr)
         return 2
     python = sync(find_uv())
+    if argv[0] == "sync":
+        return 0
     if argv[0] == "run":
         cmd = [str(python), "-m", "lambda_hat", *argv[1:]]
     else:
