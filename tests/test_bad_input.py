@@ -19,7 +19,7 @@ FILE = "/etc/hostname"  # a file: a folder "under" it can never be created, whoe
 CASES: list[tuple[list[str], str, str]] = [
     # unknown group options
     (["sampler=nope"], "sampler=nope", "available: adam_sgld"),
-    (["model=cnn"], "model=cnn", "available: dln, mlp"),
+    (["model=cnn"], "model=cnn", "available: dln, "),
     (["data=gauss"], "data=gauss", "normal, uniform"),
     (["posterior=flat"], "posterior=flat", "available: default"),
     (["training=lbfgs"], "training=lbfgs", "available: adam"),
