@@ -63,7 +63,8 @@ def test_random_dln_rejects_bad_values_in_one_line() -> None:
 
 
 def _synthetic_table() -> pd.DataFrame:
-    """Six ~1k jobs (signed errors below), one without an estimate, one job with no known λ."""
+    """Six ~1k jobs (signed errors below, one without an estimate), one job with no known λ and
+    one killed job."""
     rows: list[dict[str, Any]] = []
     errors = [0.01, -0.03, 0.08, None, 0.02, -0.2]  # None: every chain diverged
     widths = [[5, 8, 6], [5, 8, 6], [10, 10], [10, 10], [7, 9, 7], [7, 9, 7]]
@@ -76,6 +77,7 @@ def _synthetic_table() -> pd.DataFrame:
         })  # fmt: skip
     rows.append({"status": "ok", "llc_true": None, "llc_rel_error": None, "d": 5, "true_rank": None,
                  "cfg.model.widths": "[2,2]", "cfg.model.size_class": None})  # fmt: skip
+    rows.append({**rows[0], "status": "killed", "llc_rel_error": None})  # interrupted: not a result
     return pd.DataFrame(rows)
 
 
@@ -85,7 +87,7 @@ def test_accuracy_table_statistics_on_a_synthetic_sweep() -> None:
     assert len(acc) == 6 and list(acc["full_rank"]) == [True, False, True, False, True, True]
     assert math.isnan(acc["rel_error"][3])
     lines = accuracy_table(df).splitlines()
-    assert lines[0] == "6 jobs with a known λ (1 without, left out)"
+    assert lines[0] == "6 jobs with a known λ (1 without a known λ, 1 killed or unfinished: left out)"
     # all six: |errors| 1, 2, 3, 8, 20, inf -> median 5.5%, p90 the observed inf, 50% within 5%,
     # 67% within 10%, signed median over the five estimates +1.0%, one diverged
     assert lines[4] == "| **~1k params** | 6 | 500–1000 | 5.5% | inf | inf | inf | 50% | 67% | 1.0% | 1 |"

@@ -4,8 +4,9 @@ Reads a sweep table (llc_runs.parquet, one row per job) and summarizes the relat
 |λ̂/λ − 1| per size class (``cfg.model.size_class`` of model=dln_random; one group otherwise),
 then its full-rank and reduced-rank nets apart: count, parameter range, median, mean, p90, max,
 share within 5% and 10%, median signed error, diverged. A job without an estimate (every chain
-diverged, failed or killed) counts as an infinite error and as diverged; it is never dropped.
-Jobs without a known λ (``llc_true`` null) are left out and counted in the heading line.
+diverged, or the job failed) counts as an infinite error and as diverged; it is never dropped.
+Jobs without a known λ (``llc_true`` null) and killed jobs (interrupted or still running: not a
+result of the estimator) are left out and counted in the heading line.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def accuracy_frame(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, row in df.iterrows():
         truth = row.get("llc_true")
-        if truth is None or pd.isna(truth):
+        if truth is None or pd.isna(truth) or row.get("status") == "killed":
             continue
         rel = row.get("llc_rel_error")
         ok = row.get("status") in ("ok", "some_chains_diverged") and rel is not None and not pd.isna(rel)
@@ -84,8 +85,10 @@ def accuracy_frame(df: pd.DataFrame) -> pd.DataFrame:
 def accuracy_table(df: pd.DataFrame) -> str:
     """Markdown: per size class one row for all nets, then full-rank and reduced-rank nets apart."""
     acc = accuracy_frame(df)
-    skipped = len(df) - len(acc)
-    lines = [f"{len(acc)} jobs with a known λ" + (f" ({skipped} without, left out)" if skipped else ""), "", HEAD]
+    killed = int((df["status"] == "killed").sum()) if "status" in df else 0
+    unknown = len(df) - len(acc) - killed
+    left_out = [f"{unknown} without a known λ"] * bool(unknown) + [f"{killed} killed or unfinished"] * bool(killed)
+    lines = [f"{len(acc)} jobs with a known λ" + (f" ({', '.join(left_out)}: left out)" if left_out else ""), "", HEAD]
     for key in sorted(acc["size_class"].unique(), key=lambda k: (k not in LABELS, list(LABELS).index(k) if k in LABELS else 0, k)):
         part = acc[acc["size_class"] == key]
         lines.append(summary_row(f"**{LABELS.get(key, key)}**", part))
