@@ -1,6 +1,6 @@
 """Build a sweep's table (one row per job, parquet) from its folders or from an MLflow experiment.
 
-    python -m lambda_hat.aggregate DIR [DIR ...] [--out FILE]
+    python -m lambda_hat.aggregate DIR [DIR ...] [--out FILE] [--compare]
     python -m lambda_hat.aggregate --mlflow-experiment NAME [--tracking-uri URI] --out FILE
     python -m lambda_hat.aggregate --accuracy DIR_OR_PARQUET [...]
 
@@ -9,7 +9,8 @@ every folder under it holding .hydra/config.yaml is a job. With one DIR the tabl
 DIR/llc_runs.parquet unless --out says otherwise. The MLflow runs of killed jobs that their store
 still shows RUNNING are set to KILLED (skip with --no-finalize; jobs whose folder changed in the
 last --min-idle seconds are left alone, in case they still run). Prints one summary line and a
-markdown table of the main columns. Exit status 2 (one line) when there is nothing to aggregate. --accuracy prints the accuracy
+markdown table of the main columns (with --compare: a sampler comparison per target instead, see
+lambda_hat.sweeps.compare). Exit status 2 (one line) when there is nothing to aggregate. --accuracy prints the accuracy
 table against the known λ instead (lambda_hat.sweeps.accuracy: median |λ̂/λ − 1| ... per size
 class, full-rank and reduced-rank nets apart); given a .parquet table it reads that table as is.
 See lambda_hat.sweeps.aggregate for the columns.
@@ -41,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-rows", type=int, default=50, metavar="N", help="rows of the printed table (default 50)")
     p.add_argument("--accuracy", action="store_true",
                    help="print the accuracy table against the known λ (DIR may also be a llc_runs.parquet)")  # fmt: skip
+    p.add_argument("--compare", action="store_true",
+                   help="print a sampler comparison per target (λ̂ ± se, rel. error, max |z|, ESS, R-hat, health)")  # fmt: skip
     return p
 
 
@@ -100,9 +103,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         from lambda_hat.sweeps.accuracy import accuracy_table
 
         print(accuracy_table(df))
+    elif args.compare:
+        print(_compare(df))
     else:
         print(aggregate.markdown_table(df, max_rows=args.max_rows))
     return 0
+
+
+def _compare(df) -> str:
+    from lambda_hat.sweeps.compare import compare_table
+
+    return compare_table(df)
 
 
 if __name__ == "__main__":

@@ -214,6 +214,8 @@ def hydra_app(cfg: DictConfig) -> float | None:
         # batch: on_multirun_end (the sweep table) never runs, nor do later batches. So in a sweep a
         # failed job is written down and returns; main() exits non-zero after the sweep.
         sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
+        if cfg.plots is None:  # plots: on for a single run, off in sweeps (config.py says why)
+            cfg.plots = not sweeping
         run_tags = {}
         if sweeping:
             from lambda_hat.sweeps import parent

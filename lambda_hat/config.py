@@ -421,7 +421,10 @@ class Config:
     # Persistent XLA compilation cache; None = <cache_dir>/xla
     compilation_cache_dir: Optional[str] = None
     progress: bool = True
-    plots: bool = True
+    # trace.png and llc_running.png per job; None: on for a single run, off for the jobs of a
+    # multirun (~0.5-1.5 s per job, the largest cost of a small job beyond its estimator; every
+    # plot can be redrawn from trace.parquet). plots=true draws them in sweeps too.
+    plots: Optional[bool] = None
     # JAX PRNG. "threefry2x32" (JAX's default) gives the same draws however the chains are split
     # over devices, on CPU and GPU; "rbg" does not (a chain's stream depends on the split) and
     # with chains split over CPU cores it is slower (15.8k vs 20.3k chain-steps/s, small DLN).

@@ -20,6 +20,7 @@ to time full-batch samplers as they would scale on a nonlinear model.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -102,6 +103,29 @@ def _gram_mse(product: Callable[[Any], jax.Array], out: int) -> Callable[[Any, d
     return loss
 
 
+@functools.lru_cache(maxsize=64)
+def _loss_functions(
+    apply: Callable, product: Callable | None, structure: Any, shapes: tuple[tuple[int, ...], ...], dtype: str, out: int
+) -> tuple[FlatLoss, Callable | None, Callable, Callable | None]:
+    """(loss_fn, gram_loss_fn, jitted loss_fn, jitted gram_loss_fn) of a model structure.
+
+    The same objects for every target of that structure (a sweep's jobs differ mostly in seeds):
+    they are static fields of the Posterior, so they are part of every compiled sampler's cache
+    key, and new closures per job would make every job trace and compile its programs again.
+    """
+    jdtype = jnp.dtype(dtype)
+    _, unravel = ravel_pytree(jax.tree.unflatten(structure, [jnp.zeros(s, jdtype) for s in shapes]))
+
+    def loss_fn(w: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
+        return mse(apply(unravel(w), x), y)
+
+    gram_loss_fn = None
+    if product is not None:
+        by_params = _gram_mse(product, out)
+        gram_loss_fn = lambda w, g: by_params(unravel(w), g)  # noqa: E731
+    return loss_fn, gram_loss_fn, jax.jit(loss_fn), None if gram_loss_fn is None else jax.jit(gram_loss_fn)
+
+
 def make_posterior(
     target: Target, beta0: float, gamma: float, dtype: str, *, gram_loss: bool = True
 ) -> Posterior:
@@ -111,25 +135,23 @@ def make_posterior(
     """
     jdtype = jnp.dtype(dtype)
     template = jax.tree.map(lambda a: jnp.asarray(a, jdtype), target.w_star)
-    w_star, unravel = ravel_pytree(template)
-    apply = target.apply
-
-    def loss_fn(w: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
-        return mse(apply(unravel(w), x), y)
-
+    w_star, _ = ravel_pytree(template)
+    leaves, structure = jax.tree.flatten(template)
+    use_gram = gram_loss and target.product is not None
+    loss_fn, gram_loss_fn, jit_loss, jit_gram_loss = _loss_functions(
+        target.apply, target.product if use_gram else None, structure, tuple(tuple(a.shape) for a in leaves),
+        jdtype.name, int(target.y.shape[1]),
+    )  # fmt: skip
     x = jnp.asarray(target.x, jdtype)
     y = jnp.asarray(target.y, jdtype)
     n = int(x.shape[0])
-    gram = gram_loss_fn = None
-    if gram_loss and target.product is not None:
+    gram = None
+    if use_gram:
         p0 = np.asarray(target.product(target.w_star), np.float64)
         gram = {k: jnp.asarray(v, jdtype) for k, v in gram_statistics(target.x, target.y, p0).items()}
-        flat_product = target.product
-        by_params = _gram_mse(flat_product, int(target.y.shape[1]))
-        gram_loss_fn = lambda w, g: by_params(unravel(w), g)  # noqa: E731
-        L0 = jax.jit(gram_loss_fn)(w_star, gram)
+        L0 = jit_gram_loss(w_star, gram)
     else:
-        L0 = jax.jit(loss_fn)(w_star, x, y)
+        L0 = jit_loss(w_star, x, y)
     return Posterior(
         x=x,
         y=y,

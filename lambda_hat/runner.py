@@ -8,6 +8,7 @@ launch_dir)`` takes a composed config and returns the metrics it also writes to 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -71,6 +72,7 @@ def prepare(cfg: DictConfig, target: Target | None = None) -> tuple[Target, Post
     return target, posterior
 
 
+@functools.cache  # importlib.metadata reads the installed distributions: once per process
 def version_tags() -> dict[str, str]:
     """Versions that change the numbers (README: reproducibility), as MLflow tags."""
     from importlib.metadata import PackageNotFoundError, version
@@ -107,19 +109,20 @@ def summary_line(m: dict[str, Any]) -> str:
     )
 
 
+@functools.partial(jax.jit, static_argnums=2)
+def _many_gradients(w: jax.Array, posterior: Posterior, count: int) -> jax.Array:
+    # The posterior is an argument, not a constant: later runs of the same shapes reuse the program.
+    return jax.lax.fori_loop(0, count, lambda _, v: v + 1e-30 * jax.grad(posterior.logdensity)(v), w)
+
+
 def _time_gradient(posterior: Posterior, repeats: int = 3, per_call: int = 20) -> float:
     """Seconds per full-data gradient of the log density: a compiled loop of per_call gradients
     (so dispatch overhead is not counted), median of a few calls."""
-
-    def many(w: jax.Array) -> jax.Array:
-        return jax.lax.fori_loop(0, per_call, lambda _, v: v + 1e-30 * jax.grad(posterior.logdensity)(v), w)
-
-    fn = jax.jit(many)
-    fn(posterior.w_star).block_until_ready()
+    _many_gradients(posterior.w_star, posterior, per_call).block_until_ready()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        fn(posterior.w_star).block_until_ready()
+        _many_gradients(posterior.w_star, posterior, per_call).block_until_ready()
         times.append((time.perf_counter() - start) / per_call)
     return sorted(times)[len(times) // 2]
 
@@ -291,12 +294,13 @@ def run(cfg: DictConfig, out_dir: Path, launch_dir: Path, run_tags: dict[str, st
         files = [outputs.write_resolved_config(out_dir, cfg)]
         frame = outputs.trace_frame(trace, nbeta, L0)
         files.append(outputs.write_trace(out_dir, frame))
+        plots = cfg.plots is None or bool(cfg.plots)  # None (the app sets it per run mode): on
         if variational:
             fit_frame = outputs.fit_frame(trace)
             files.append(outputs.write_table(out_dir / "fit_trace.parquet", fit_frame))
-        if cfg.plots and variational:
+        if plots and variational:
             files += outputs.write_vi_plots(out_dir, fit_frame, frame, target.llc_true, run_name)
-        elif cfg.plots:
+        elif plots:
             files += outputs.write_plots(out_dir, frame, target.llc_true, run_name)
             if "energy" in trace.extras:
                 files.append(outputs.write_energy_plot(out_dir, trace.extras["energy"][:, trace.num_burnin_draws :], run_name))

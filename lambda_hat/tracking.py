@@ -7,6 +7,7 @@ never shares the cores with what ``metrics.json`` reports as the estimator's tim
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -109,6 +110,7 @@ def check_store(uri: str) -> None:
             raise TrackingError(f"{where}: no tracking server answers at {u.hostname}:{port} ({e}); start one or set mlflow.enabled=false") from None
 
 
+@functools.cache  # a subprocess: once per process, not once per sweep job
 def _git_commit() -> str | None:
     """The commit of the lambda_hat checkout that runs, if it is one (for the run's source tags)."""
     try:

@@ -14,14 +14,22 @@ markdown table, one row per (sweep, launcher), medians over ``--repeats``:
   overhead/job s  (wall - summed estimator time) / jobs, estimator time = sampling + warm-up +
                   both compiles. With a parallel launcher the summed estimator time can exceed
                   the wall clock, and this goes negative: that is the launcher's speed-up.
+                  It includes the command's fixed cost (interpreter, imports, the sweep's set-up
+                  and table) spread over the jobs; with both sgld1 and sgld8 run, a last line
+                  gives the cost of one more job: the difference of their (wall - estimator
+                  time), divided by the 7 extra jobs.
 
 Sweeps (``--sweeps``):
   sgld8  8 small SGLD jobs: model.widths=[4,6,4] model.true_rank=2 data.n=10000
          sampler.batch_size=100 sampler.num_steps=2000 seed=0..7
+  sgld1  the first of them alone (the command's fixed cost)
   smoke  +experiment=smoke (every sampler once on a tiny DLN)
 
 Launchers (``--launcher``, repeatable): ``basic`` (Hydra's in-process basic launcher, the
 default) or any ``hydra/launcher`` option, passed as ``hydra/launcher=<name>``.
+
+``--checkout DIR`` runs another copy of lambda_hat (e.g. an older commit unpacked with
+``git archive``) with this Python, for before/after comparisons side by side.
 
 Every command runs in a fresh temporary folder with mlflow.enabled=false (``--mlflow``: MLflow on,
 a SQLite store in that folder). The target and XLA caches are the usual ones ($LAMBDA_HAT_CACHE
@@ -30,9 +38,10 @@ or ~/.cache/lambda_hat), so after the first repeat compilation mostly hits the p
 may be shared: the 1-minute load average before each command is printed; compare medians.
 
 Usage (from the repository root):
-  python scripts/bench_sweep_overhead.py                          # both sweeps, basic launcher, 3 repeats
+  python scripts/bench_sweep_overhead.py                          # every sweep, basic launcher, 3 repeats
   python scripts/bench_sweep_overhead.py --sweeps smoke --repeats 1
   python scripts/bench_sweep_overhead.py --launcher basic --launcher local_parallel
+  python scripts/bench_sweep_overhead.py --sweeps sgld1,sgld8 --checkout /tmp/lambda_hat_before
   python scripts/bench_sweep_overhead.py --cold --repeats 2 --json results.json
   python scripts/bench_sweep_overhead.py --extra cpu_devices=1    # more overrides for every sweep
 """
@@ -62,6 +71,7 @@ SWEEPS: dict[str, list[str]] = {
     ],
     "smoke": ["+experiment=smoke"],
 }  # fmt: skip
+SWEEPS["sgld1"] = [*SWEEPS["sgld8"][:-1], "seed=0"]
 OK_STATUS = ("ok", "some_chains_diverged")
 ESTIMATOR_TIMES = ("sampling_time_s", "warmup_time_s", "compile_time_s", "warmup_compile_time_s")
 
@@ -101,7 +111,8 @@ def run_once(sweep: str, launcher: str, args: argparse.Namespace) -> dict[str, A
             cmd += ["mlflow.enabled=true", f"mlflow.tracking_uri=sqlite:///{work / 'mlflow.db'}"]
         else:
             cmd.append("mlflow.enabled=false")
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        code = str(args.checkout.resolve())
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [code, os.environ.get("PYTHONPATH")]))}
         if args.cold:
             env["LAMBDA_HAT_CACHE"] = str(work / "cache")
         load = os.getloadavg()[0]
@@ -139,13 +150,14 @@ def main(argv: list[str] | None = None) -> int:
                                 epilog=__doc__.split("\n\n", 1)[1])  # fmt: skip
     p.add_argument("--launcher", action="append", metavar="NAME",
                    help="'basic' (default) or a hydra/launcher option; repeat for several")  # fmt: skip
-    p.add_argument("--sweeps", default="sgld8,smoke", help=f"comma-separated, from {', '.join(SWEEPS)} (default: all)")
+    p.add_argument("--sweeps", default="sgld1,sgld8,smoke", help=f"comma-separated, from {', '.join(SWEEPS)} (default: all)")
     p.add_argument("--repeats", type=int, default=3, help="runs of each sweep per launcher; medians are printed (default 3)")
     p.add_argument("--cold", action="store_true", help="an empty target/XLA cache for every command")
     p.add_argument("--mlflow", action="store_true", help="MLflow on (SQLite store in the command's temp folder)")
     p.add_argument("--extra", action="append", default=[], metavar="OVERRIDE", help="an override added to every sweep")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per command (default 1800)")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write every repeat's numbers to FILE")
+    p.add_argument("--checkout", type=Path, default=ROOT, metavar="DIR", help="the lambda_hat copy to run (default: this one)")
     args = p.parse_args(argv)
     launchers = args.launcher or ["basic"]
     sweeps = [s.strip() for s in args.sweeps.split(",") if s.strip()]
@@ -171,6 +183,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"sweep overhead, median of {args.repeats} repeat(s), {cache}, mlflow {'on' if args.mlflow else 'off'}, "
           f"{os.cpu_count()} CPUs\n")  # fmt: skip
     print(markdown(summary))
+    for launcher in launchers:
+        one = next((r for r in summary if r["sweep"] == "sgld1" and r["launcher"] == launcher), None)
+        eight = next((r for r in summary if r["sweep"] == "sgld8" and r["launcher"] == launcher), None)
+        if one and eight and eight["jobs"] > one["jobs"]:
+            def outside(r: dict[str, Any]) -> float:
+                return r["wall_s"] - r["sampling_warmup_s"] - r["compile_s"]
+
+            extra = (outside(eight) - outside(one)) / (eight["jobs"] - one["jobs"])
+            print(f"\n{launcher}: one more job costs {extra:.2f} s beyond its estimator (sgld8 vs sgld1); "
+                  f"fixed cost of the command {outside(one) - extra:.1f} s")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps({"summary": summary, "runs": raw}, indent=2))
     return 0

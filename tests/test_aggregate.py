@@ -29,8 +29,8 @@ CALLBACK = "++hydra.callbacks.aggregate._target_=lambda_hat.sweeps.callbacks.Agg
 SWEEP = [
     "model.widths=[3,4,3]", "model.true_rank=1", "data.n=2000", "sampler=sgld", "sampler.batch_size=100",
     "sampler.num_steps=400", "sampler.num_tune=100", "sampler.num_chains=2", "seed=0,1", "posterior.gamma=1,-1",
-    "plots=false", "progress=false", "mlflow.enabled=false",
-]  # fmt: skip
+    "progress=false", "mlflow.enabled=false",
+]  # fmt: skip (plots left at its default: off inside a sweep)
 
 
 # ------------------------------------------------------------------------- a real 2x2 multirun
@@ -83,6 +83,26 @@ def test_cli_builds_the_sweep_table(sweep: tuple[Path, subprocess.CompletedProce
     assert set(df["sweep_dir"]) == {str(sweep_dir.resolve())}
     assert list(df["output_dir"]) == [str((sweep_dir / str(i)).resolve()) for i in range(4)]
     assert "timing_notes" not in df.columns and "n_warnings" in df.columns
+    # Inside a sweep plots default to off (the resolved value is recorded), and the second job with
+    # the same shapes reuses the first one's compiled programs (one process, basic launcher).
+    assert list(ok["cfg.plots"]) == [False, False] and not list(sweep_dir.glob("*/trace.png"))
+    assert list(ok["compile_time_s"])[1] == 0 and list(ok["warmup_compile_time_s"])[1] == 0
+    assert list(ok["compile_time_s"])[0] > 0
+
+
+def test_cli_compares_the_samplers_of_a_sweep(sweep: tuple[Path, subprocess.CompletedProcess], tmp_path: Path, capsys: Any) -> None:
+    sweep_dir, _ = sweep
+    assert cli.main([str(sweep_dir), "--out", str(tmp_path / "t.parquet"), "--compare"]) == 0
+    printed = capsys.readouterr().out
+    df = pd.read_parquet(tmp_path / "t.parquet")
+    ok = df[df["status"] == "ok"]
+    # seeds 0 and 1 draw different teachers: one group per target, then a per-sampler summary
+    for target, mean, sem in zip(ok["target_id"], ok["llc_mean"], ok["llc_sem"]):
+        assert f"true λ = 4.5, target {target}**" in printed
+        assert f"| `sgld` | {mean:.3f} ± {sem:.3f} |" in printed
+    assert "Per sampler over the 2 targets:" in printed
+    assert "| `sgld` | 2 |" in printed
+    assert "- #1 `sgld` failed: posterior.gamma=-1" in printed and "- #3 `sgld` failed" in printed
 
 
 def test_callback_writes_the_table_and_the_sweep_exits_nonzero(

@@ -4,6 +4,10 @@ Warm-up (adaptation), when the kernel has one, runs first per chain (vmapped). T
 is cut into a few equal chunks (one compilation) only so that long runs can report progress;
 within a chunk there is no host round-trip. With several devices (one per CPU core, see
 ``lambda_hat.devices``) the chain axis is split across them with ``shard_map``.
+
+Compiled programs are kept for the life of the process and reused by later runs with the same
+kernel and argument shapes (see ``_compiled``): the jobs of a sweep run by Hydra's basic launcher
+share one process and mostly differ in seeds, so only the first of them traces and compiles.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +45,38 @@ def _timed_compile(fn, *args, mesh: Mesh | None = None):
     start = time.perf_counter()
     compiled = fn.lower(*args).compile(compiler_options=cpu_compiler_options(mesh) or None)
     return compiled, time.perf_counter() - start
+
+
+# Compiled programs of this process (least recently used last out). jax.jit caches per function
+# object, and every run builds new closures, so the driver keys the programs itself: on what the
+# program is built from (the kernel, which lambda_hat.samplers.build_kernel returns as one object
+# per sampler config; the loop's static sizes; the device mesh) and on the arguments' structure,
+# shapes, dtypes and placement. The posterior's loss functions are static fields of its pytree
+# structure, hence part of the key (lambda_hat.posterior keeps one object per model structure).
+_PROGRAMS: OrderedDict[Hashable, Any] = OrderedDict()
+MAX_PROGRAMS = 64
+
+
+def _signature(args: tuple) -> Hashable:
+    leaves, treedef = jax.tree.flatten(args)
+    avals = tuple((a.shape, a.dtype, getattr(a, "weak_type", False), getattr(a, "sharding", None)) for a in leaves)
+    # x64 mode changes a program's internal dtypes even where its arguments' dtypes agree
+    return treedef, avals, jax.dtypes.canonicalize_dtype(np.float64)
+
+
+def _compiled(key: Hashable, make: Callable[[], Any], *args, mesh: Mesh | None = None) -> tuple[Any, float]:
+    """(compiled program, seconds spent compiling it): make() is jitted, lowered and compiled for
+    args unless this process compiled it for the same key and argument types before (then 0 s)."""
+    full = (key, mesh, _signature(args))
+    compiled = _PROGRAMS.get(full)
+    if compiled is not None:
+        _PROGRAMS.move_to_end(full)
+        return compiled, 0.0
+    compiled, seconds = _timed_compile(make(), *args, mesh=mesh)
+    _PROGRAMS[full] = compiled
+    while len(_PROGRAMS) > MAX_PROGRAMS:
+        _PROGRAMS.popitem(last=False)
+    return compiled, seconds
 
 
 @contextlib.contextmanager
@@ -114,16 +152,18 @@ def _run_stepwise_warmup(
         carry, t, fge, _ = jax.lax.fori_loop(0, num, body, (carry, t, zeros, zeros))
         return carry, t, fge
 
-    options = cpu_compiler_options(mesh) or None
-    init_fn = jax.jit(_over_chains(init_all, mesh, (chains, chains, replicated), chains), compiler_options=options)
-    chunk_fn = _over_chains(chunk, mesh, (chains, replicated, replicated, replicated), (chains, replicated, chains))
-    final_fn = jax.jit(
-        _over_chains(jax.vmap(warmup.final, in_axes=(0, None)), mesh, (chains, replicated), chains), compiler_options=options
-    )
+    init_fn, _ = _compiled(
+        ("warmup_init", warmup), lambda: jax.jit(_over_chains(init_all, mesh, (chains, chains, replicated), chains)),
+        keys, states, posterior, mesh=mesh,
+    )  # fmt: skip
     carry = init_fn(keys, states, posterior)
     t = _place(mesh, jnp.zeros((), jnp.int32), replicated)
     num = _place(mesh, jnp.zeros((), jnp.int32), replicated)
-    compiled, compile_time = _timed_compile(jax.jit(chunk_fn, donate_argnums=(0,)), carry, t, num, posterior, mesh=mesh)
+    chunk_fn = lambda: jax.jit(  # noqa: E731
+        _over_chains(chunk, mesh, (chains, replicated, replicated, replicated), (chains, replicated, chains)),
+        donate_argnums=(0,),
+    )
+    compiled, compile_time = _compiled(("warmup_chunk", warmup), chunk_fn, carry, t, num, posterior, mesh=mesh)
     before_timed()
     per_chunk = math.ceil(warmup.num_steps / max(1, max_chunks if progress else 1))
     fge_total = 0.0
@@ -136,6 +176,11 @@ def _run_stepwise_warmup(
         done += k
         if progress and done < warmup.num_steps:
             _log_progress(label, "warm-up step", done, warmup.num_steps, time.perf_counter() - start)
+    final_fn, _ = _compiled(
+        ("warmup_final", warmup),
+        lambda: jax.jit(_over_chains(jax.vmap(warmup.final, in_axes=(0, None)), mesh, (chains, replicated), chains)),
+        carry, posterior, mesh=mesh,
+    )  # fmt: skip
     result = final_fn(carry, posterior)
     fge_total += float(np.sum(np.asarray(result.fge, np.float64)))
     return result, fge_total, time.perf_counter() - start, compile_time
@@ -196,10 +241,10 @@ def run_chains(
         else:
             if progress:
                 log.info("[%s] warm-up/adaptation of %d chains (one compiled call) ...", label, num_chains)
-            warm_fn = jax.jit(
+            warm_fn = lambda: jax.jit(  # noqa: E731
                 _over_chains(jax.vmap(kernel.warmup, in_axes=(0, 0, None)), mesh, (chains, chains, replicated), chains)
             )
-            compiled, warmup_compile = _timed_compile(warm_fn, warm_keys, states, posterior, mesh=mesh)
+            compiled, warmup_compile = _compiled(("warmup", kernel.warmup), warm_fn, warm_keys, states, posterior, mesh=mesh)
             before_timed()
             start = time.perf_counter()
             with _heartbeat(f"[{label}] warm-up still running", heartbeat_s, progress):
@@ -248,18 +293,24 @@ def run_chains(
         (states, t), (losses, fge, extras) = jax.lax.scan(one_draw, (states, t), None, length=draws_per_chunk)
         return states, t, losses, fge, extras
 
-    # The diagnostics a step reports, to size the accumulators.
-    extras_shape = jax.eval_shape(
-        lambda s, p: step_all(chain_keys, s, p, posterior, jnp.zeros((), jnp.int32))[1].extras, states, params
-    )
+    # The diagnostics a step reports, to size the accumulators (and to name them below).
+    extras_key = ("extras", kernel, _signature((chain_keys, states, params, posterior)))
+    extras_shape = _PROGRAMS.get(extras_key)
+    if extras_shape is None:
+        extras_shape = _PROGRAMS[extras_key] = jax.eval_shape(
+            lambda s, p: step_all(chain_keys, s, p, posterior, jnp.zeros((), jnp.int32))[1].extras, states, params
+        )
     t = jnp.zeros((), jnp.int32)
     per_draw = P(None, CHAIN_AXIS)  # (draws, chains) outputs
-    chunk_fn = _over_chains(
-        run_chunk, mesh, (chains, replicated, replicated, chains, chains), (chains, replicated, per_draw, per_draw, per_draw)
+    chunk_fn = lambda: jax.jit(  # noqa: E731
+        _over_chains(
+            run_chunk, mesh, (chains, replicated, replicated, chains, chains), (chains, replicated, per_draw, per_draw, per_draw)
+        ),
+        donate_argnums=(0,),
     )
     t = _place(mesh, t, replicated)
-    compiled, compile_time = _timed_compile(
-        jax.jit(chunk_fn, donate_argnums=(0,)), states, t, posterior, params, chain_keys, mesh=mesh
+    compiled, compile_time = _compiled(
+        ("sample", kernel, thinning, draws_per_chunk), chunk_fn, states, t, posterior, params, chain_keys, mesh=mesh
     )
 
     if not timed_started:

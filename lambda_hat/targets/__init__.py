@@ -167,14 +167,8 @@ def build_target(cfg: DictConfig, cache_dir: Path | None = None) -> Target:
         apply: ApplyFn = dln.forward
         product = dln.product
     elif kind == "polynomial":
-        exponents = tuple(spec["model"]["exponents"])
         w_star = {"w": arrays["w"]}
-
-        def apply(params: Any, x: jnp.ndarray) -> jnp.ndarray:
-            return x @ polynomial.product(params, exponents)
-
-        def product(params: Any) -> Any:
-            return polynomial.product(params, exponents)
+        apply, product = polynomial.model_fns(tuple(spec["model"]["exponents"]))
     else:
         template = mlp.init_params(spec["model"]["widths"], spec["model"]["bias"], np.random.default_rng(0))
         treedef = jax.tree.structure(template)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from functools import partial
+from functools import cache, partial
 
 import jax
 import jax.numpy as jnp
@@ -46,5 +46,6 @@ def forward(params: Params, x: jnp.ndarray, activation: str) -> jnp.ndarray:
     return x
 
 
+@cache  # one object per activation: compiled samplers are keyed on it (lambda_hat.posterior)
 def make_apply(activation: str) -> Callable[[Params, jnp.ndarray], jnp.ndarray]:
     return partial(forward, activation=activation)

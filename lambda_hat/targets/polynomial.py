@@ -10,7 +10,8 @@ with P a 1 x 1 matrix), so full-data losses use the Gram matrix like a deep line
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import cache
 
 import jax.numpy as jnp
 import numpy as np
@@ -20,6 +21,19 @@ def product(params: dict[str, jnp.ndarray], exponents: Sequence[int]) -> jnp.nda
     """P(w) = ∏ w_i^{p_i} as a (1, 1) matrix."""
     p = jnp.asarray(exponents, dtype=params["w"].dtype)
     return jnp.prod(params["w"] ** p).reshape(1, 1)
+
+
+@cache  # one pair per exponent tuple: compiled samplers are keyed on them (lambda_hat.posterior)
+def model_fns(exponents: tuple[int, ...]) -> tuple[Callable, Callable]:
+    """(apply(params, x) = x P(w), P(params)) for these exponents."""
+
+    def apply(params: dict[str, jnp.ndarray], x: jnp.ndarray) -> jnp.ndarray:
+        return x @ product(params, exponents)
+
+    def prod(params: dict[str, jnp.ndarray]) -> jnp.ndarray:
+        return product(params, exponents)
+
+    return apply, prod
 
 
 def llc(exponents: Sequence[int]) -> float:
