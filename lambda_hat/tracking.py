@@ -240,10 +240,10 @@ class TrackedRun:
             if db is not None:
                 prepare_sqlite_store(db)
             client = MlflowClient(tracking_uri=self._uri)
-            from mlflow.entities import RunTag
-
-            # The job's real start (the run is created a moment later, in this thread).
-            run = client.create_run(self._experiment_id(client), start_time=self._start_ms, run_name=self._run_name)
+            # The job's real start (the run is created a moment later, in this thread). Tags with
+            # the run: a job killed right after still shows under its sweep's parent run.
+            tags = {k: v[:5000] for k, v in {**source_tags(), **self._tags}.items()}
+            run = client.create_run(self._experiment_id(client), start_time=self._start_ms, run_name=self._run_name, tags=tags)
             self.client, self.run_id = client, run.info.run_id
             if self._record is not None:
                 from lambda_hat.files import write_json
@@ -252,11 +252,7 @@ class TrackedRun:
                     self._record,
                     {"run_id": self.run_id, "tracking_uri": self._uri, "pid": os.getpid(), "host": socket.gethostname()},
                 )
-            client.log_batch(
-                self.run_id,
-                params=[Param(k, v) for k, v in self._params.items()],
-                tags=[RunTag(k, v[:5000]) for k, v in {**source_tags(), **self._tags}.items()],
-            )
+            client.log_batch(self.run_id, params=[Param(k, v) for k, v in self._params.items()])
         except BaseException as e:  # re-raised in the job's thread by _ready()
             self._error = e
 

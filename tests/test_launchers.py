@@ -179,3 +179,22 @@ def test_cpu_share_and_gpu_fallback_come_from_the_launch_environment(monkeypatch
     monkeypatch.setenv("SLURM_GPUS_ON_NODE", "1")
     assert "GPU was requested" in device_warning(on_cpu)
     assert device_warning({**on_cpu, "device_platform": "gpu"}) is None
+
+
+def test_a_deferred_run_is_logged_once_by_the_launching_process(tmp_path: Path, make_cfg: Any) -> None:
+    from lambda_hat import tracking
+
+    cfg = make_cfg(mlflow=True)
+    out = tmp_path / "job"
+    out.mkdir()
+    (out / "metrics.json").write_text(json.dumps({"llc_mean": 2.5, "status": "ok"}))
+    run = tracking.DeferredRun(cfg, tmp_path, "sgld-dln-seed0", record=out / "mlflow_run.json", tags={"lambda_hat.job_num": "3"})
+    assert not (tmp_path / "mlflow.db").exists()  # the job never touches the store
+    run.log_results({}, [out / "metrics.json"], {"status": "ok"})
+    run.end("FINISHED")
+    run_id = tracking.log_deferred_run(out)
+    assert tracking.log_deferred_run(out) is None  # logged once
+    logged = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(run_id)
+    assert logged.info.status == "FINISHED" and logged.data.metrics["llc_mean"] == 2.5
+    assert logged.data.tags["lambda_hat.job_num"] == "3" and logged.data.params["sampler.name"] == "sgld"
+    assert json.loads((out / "mlflow_run.json").read_text())["run_id"] == run_id

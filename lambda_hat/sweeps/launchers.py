@@ -20,7 +20,6 @@ On top of hydra-submitit-launcher they
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shlex
@@ -46,14 +45,6 @@ _STATUS = {"CANCELLED": "cancelled", "TIMEOUT": "timeout", "PREEMPTED": "cancell
 def job_status(state: str) -> str:
     """The table status of a job the scheduler ended in `state` (e.g. "CANCELLED by 0")."""
     return _STATUS.get(state.split()[0].upper() if state else "", "killed")
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _visible_gpus() -> list[int]:
@@ -181,6 +172,7 @@ class _Launcher(BaseSubmititLauncher):
 
     def _ended_without_result(self, job: Any, args: tuple[Any, ...], reason: str, status: str) -> JobReturn:
         from lambda_hat.outputs import write_failure
+        from lambda_hat.sweeps.aggregate import _read_json
 
         overrides, idx = args[0], args[2]
         cfg = self._job_config(overrides, idx)
