@@ -9,6 +9,7 @@ which raises :class:`ConfigError` with a one-line message naming the key.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -500,6 +501,24 @@ class ConfigError(ValueError):
         self.key = key
 
 
+class MissingExtraError(ConfigError):
+    """An optional dependency group (a pyproject extra) is not installed; names the extra to install."""
+
+    def __init__(self, what: str, extra: str) -> None:
+        ValueError.__init__(self, f"{what} needs the '{extra}' extra: pip install -e \".[{extra}]\"")
+        self.key = what.split("=")[0]
+
+
+# The modules each optional extra provides (checked before a run starts, without importing them).
+EXTRA_MODULES = {"vi": ("flowjax", "equinox", "paramax")}
+
+
+def require_extra(what: str, extra: str) -> None:
+    """Raise MissingExtraError unless every module of the extra can be found (none is imported)."""
+    if any(importlib.util.find_spec(m) is None for m in EXTRA_MODULES[extra]):
+        raise MissingExtraError(what, extra)
+
+
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
         raise ConfigError(key, value, allowed)
@@ -773,6 +792,7 @@ def _validate_vi(cfg: DictConfig) -> None:
         _positive(cfg, "vi.init_scale")
         _require(vi.init_spread >= 0, "vi.init_spread", vi.init_spread, "must be >= 0")
     if vi.name == "flow":
+        require_extra("vi=flow", "vi")
         _one_of(cfg, "vi.flow", FLOWS)
         for key in ("layers", "nn_width", "nn_depth", "knots"):
             _positive(cfg, f"vi.{key}", integer=True)

@@ -29,8 +29,9 @@ Cost, with S draws per step and P flow parameters (P ≈ layers·(k/2 + 1)·nn_w
   V Vᵀ (once per step): linear in d. The model's own minibatch gradients (S per step) usually cost
   more. The O(d·k²) set-up of the reflections runs once, at init.
 
-flowjax, equinox and paramax come with the optional extra ``vi``: importing this module without
-them raises MissingExtraError (a ConfigError, so the CLI prints one line and exits 2).
+flowjax, equinox and paramax come with the optional extra ``vi``: the config check
+(lambda_hat.config.require_extra) stops a run without them in one line (exit 2), and importing
+this module without them raises the same MissingExtraError.
 """
 
 from __future__ import annotations
@@ -41,18 +42,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 
-from lambda_hat.config import ConfigError
-
-EXTRA = "vi"
-
-
-class MissingExtraError(ConfigError):
-    """An optional dependency group is not installed; the message names the extra to install."""
-
-    def __init__(self, what: str, extra: str = EXTRA) -> None:
-        ValueError.__init__(self, f"{what} needs the '{extra}' extra: pip install -e \".[{extra}]\"")
-        self.key = "vi"
-
+from lambda_hat.config import ConfigError, MissingExtraError
 
 try:
     import equinox as eqx
@@ -61,9 +51,10 @@ try:
     import paramax
     from flowjax.distributions import StandardNormal, Transformed
 except ImportError as e:  # the optional extra `vi` is not installed
-    raise MissingExtraError("vi=flow") from e
+    raise MissingExtraError("vi=flow", "vi") from e
 
 from lambda_hat.vi.base import Params, VIFamily  # noqa: E402  (after the extra's check)
+
 
 def subspace_reflectors(basis: jax.Array) -> jax.Array:
     """Householder vectors v_1..v_k (rows of a (k, d) array) with (H_1⋯H_k) e_i = ±basis[:, i].
@@ -170,11 +161,14 @@ def build(vi_cfg: Any, d: int) -> VIFamily:
     if int(vi_cfg.latent_dim) > d:
         raise ConfigError("vi.latent_dim", vi_cfg.latent_dim, f"must be <= the number of parameters d = {d}")
     # The template fixes the static structure; init draws its own arrays (same tree) from its key.
+    # Built eagerly: flowjax's coupling layers close over arrays, so the static part cannot come
+    # out of a jit trace.
     _, static = eqx.partition(make_distribution(jax.random.key(0), vi_cfg, d), eqx.is_inexact_array)
 
     def dist(params: Params) -> Transformed:
         return paramax.unwrap(eqx.combine(params, static))
 
+    @jax.jit  # one program instead of flowjax's many eager set-up operations
     def init(key: jax.Array) -> Params:
         params, _ = eqx.partition(make_distribution(key, vi_cfg, d), eqx.is_inexact_array)
         dtype = jnp.zeros(()).dtype  # the run's precision (x64 scope or not)
