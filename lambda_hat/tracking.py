@@ -123,8 +123,16 @@ def _git_commit() -> str | None:
 
 
 def source_tags() -> dict[str, str]:
-    """MLflow's source tags (the UI's Source and Git commit): the command line and the checkout."""
-    tags = {"mlflow.source.type": "LOCAL", "mlflow.source.name": " ".join(["lambda_hat", *sys.argv[1:]])[:5000]}
+    """MLflow's source tags (the UI's Source and Git commit) and the full command line.
+
+    The UI shows a LOCAL source as the last path segment of its name, so the name is the entry
+    point alone (a command line holding "hydra.sweep.dir=a/b" showed as "b"); the command line is
+    the tag lambda_hat.command."""
+    tags = {
+        "mlflow.source.type": "LOCAL",
+        "mlflow.source.name": "python -m lambda_hat",
+        "lambda_hat.command": " ".join(["python -m lambda_hat", *sys.argv[1:]])[:5000],
+    }
     commit = _git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit

@@ -47,9 +47,9 @@ def find_uv() -> list[str]:
 
 
 def sync(uv: list[str]) -> Path:
-    """Create/refresh .venv from uv.lock (dev, sweep and vi extras included); return its python."""
+    """Create/refresh .venv from uv.lock (dev, sweep, vi and browser extras); return its python."""
     lock_flag = ["--locked"] if (ROOT / "uv.lock").exists() and os.environ.get("CI") else []
-    subprocess.run([*uv, "sync", "--extra", "dev", "--extra", "sweep", "--extra", "vi", "--quiet", *lock_flag], cwd=ROOT, check=True)
+    subprocess.run([*uv, "sync", "--extra", "dev", "--extra", "sweep", "--extra", "vi", "--extra", "browser", "--quiet", *lock_flag], cwd=ROOT, check=True)
     return _bin(ROOT / ".venv", "python")
 
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,24 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"{reason}; CI must run the slurm tests ({hint})", pytrace=False)
     pytest.skip(f"{reason}; {hint}")
+
+
+@dataclass(frozen=True)
+class Sweep:
+    dir: Path  # the sweep folder (llc_runs.parquet, job folders)
+    tracking_uri: str  # its MLflow store (sqlite)
+    experiment: str
+
+
+@pytest.fixture(scope="session")
+def small_sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
+    """A real multirun logged to MLflow, shared by the report and MLflow-UI tests: the smoke
+    preset's tiny DLN (λ = 8), SGLD and HMC, seeds 0 and 1 (4 jobs, a few seconds each)."""
+    root = tmp_path_factory.mktemp("small_sweep")
+    sweep = root / "sweep"
+    proc = run_cli(
+        ["--multirun", "+experiment=smoke", "sampler=sgld,hmc", "seed=0,1", "sampler.num_chains=2", f"hydra.sweep.dir={sweep}"],
+        cwd=root, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return Sweep(sweep, f"sqlite:///{root / 'mlflow.db'}", "lambda_hat_smoke")

@@ -65,16 +65,24 @@ def test_experiment_composes_and_validates_for_every_job(name: str) -> None:
     assert check_overrides(["--multirun", f"+experiment={name}"]) is None
 
 
+# Samplers a sweep preset leaves out on purpose (the preset's comments say why).
+LEFT_OUT = {"leaderboard": {"adjusted_mclmc"}}  # its self-sized tuning cannot be held to a budget
+
+
 @pytest.mark.parametrize("name", [n for n in EXPERIMENTS if any(k in sweep_params(n) for k in SAMPLER_KEYS)])
 def test_sampler_sweeps_cover_every_sampler_and_compose_with_each(name: str) -> None:
     params = sweep_params(name)
     key = next(k for k in SAMPLER_KEYS if k in params)
-    samplers = [compose_config([f"+experiment={name}", f"{key}={v}"]).sampler.name for v in params[key]]
-    assert sorted(samplers) == sorted(SUBSETS.get(name, registry.names())), f"{name} sweeps {samplers}"
+    # the other sweep keys at their first value, in the sweep's order (a sampler entry may read a
+    # choice that comes after it, e.g. the leaderboard's budget level)
+    rest = [f"{k}={v[0]}" for k, v in params.items() if k != key]
+    samplers = [compose_config([f"+experiment={name}", f"{key}={v}", *rest]).sampler.name for v in params[key]]
+    expected = SUBSETS.get(name) or set(registry.names()) - LEFT_OUT.get(name, set())
+    assert sorted(samplers) == sorted(expected), f"{name} sweeps {samplers}"
     assert len(set(samplers)) == len(samplers), f"{name}: a sampler appears twice in {samplers}"
     if key == "sampler":  # a plain `sampler=<each>` override gives the same job
         for s in samplers:
-            validate(compose_config([f"+experiment={name}", f"sampler={s}"]))
+            validate(compose_config([f"+experiment={name}", f"sampler={s}", *rest]))
 
 
 def test_sampler_benchmark_budgets_are_comparable_in_fge() -> None:
@@ -111,3 +119,31 @@ def test_smoke_preset_runs_every_sampler(tmp_path: Path) -> None:
     rel = (df["llc_mean"] / df["llc_true"] - 1).abs()
     close = df.loc[rel < 0.3, "sampler"].tolist()
     assert len(close) >= len(df) - 1, df[["sampler", "llc_mean", "llc_true"]].to_string()
+
+
+@pytest.mark.parametrize("name", ["leaderboard", "leaderboard_large"])
+def test_leaderboard_budgets_are_matched_in_fge(name: str) -> None:
+    """Every sampler's per-chain work (warm-up included) is within 1% of its budget level where it
+    is known up front (SG-MCMC from steps x batch / n; HMC and MCLMC from their cost model), and
+    NUTS's upper bound is within it; the budget levels grow and the targets have a known λ."""
+    params = sweep_params(name)
+    levels = {"fge1k": 1e3, "fge3k": 3e3, "fge10k": 1e4, "fge30k": 3e4}
+    assert [levels[b] for b in params["+leaderboard_budget"]] == sorted(levels[b] for b in params["+leaderboard_budget"])
+    for entry in params["+experiment@_global_"]:
+        for budget in params["+leaderboard_budget"]:
+            cfg = compose_config([f"+experiment={name}", f"+experiment@_global_={entry}", f"+leaderboard_budget={budget}"])
+            validate(cfg)
+            s, spec = cfg.sampler, registry.get(cfg.sampler.name)
+            assert s.name == entry.split("/")[-1]
+            if spec.family == "minibatch":
+                steps = s.num_steps + (2 * s.num_tune if "num_tune" in s and s.target_mala_accept is not None else 0)
+                fge = steps * s.batch_size / cfg.data.n
+            else:
+                expected, upper = spec.gradients_per_chain(s)
+                if expected is None or s.name == "adjusted_mclmc":  # sampling part only: tuning sizes itself
+                    expected = upper if upper is not None else expected
+                fge = expected
+            bound = levels[budget]
+            assert 0.97 * bound <= fge <= 1.01 * bound, (name, entry, budget, fge)
+    for model in params["model"]:
+        assert "true_rank" in model and "teacher:top" in model  # Aoyagi's λ is the local λ there

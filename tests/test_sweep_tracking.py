@@ -38,7 +38,8 @@ def test_multirun_is_one_parent_with_a_child_per_job(tmp_path: Path) -> None:
         assert tags["mlflow.parentRunId"] == parent.info.run_id and child.info.status == "FINISHED"
         assert tags["lambda_hat.job_num"] in {"0", "1"} and "seed=" in tags["lambda_hat.overrides"]
         assert Path(tags["lambda_hat.output_dir"]).parent == sweep.resolve()
-        assert tags["sampler"] == "sgld" and "version.jax" in tags and tags["mlflow.source.name"].startswith("lambda_hat")
+        assert tags["sampler"] == "sgld" and "version.jax" in tags and tags["mlflow.source.name"] == "python -m lambda_hat"
+        assert tags["lambda_hat.command"].startswith("python -m lambda_hat --multirun") and "mlflow.source.git.commit" in tags
         history = client.get_metric_history(child.info.run_id, "running_llc/chain_0")
         assert len(history) >= 10 and history[-1].step == 399  # steps are the sampler's steps
         assert child.info.end_time - child.info.start_time > 100  # the job's real duration, not ~50 ms

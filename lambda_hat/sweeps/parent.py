@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,6 @@ def start(cfg: Any, sweep_dir: Path, launch_dir: Path) -> str | None:
         **tracking.source_tags(),
         "lambda_hat.sweep_dir": str(sweep_dir),
         "lambda_hat.kind": "sweep",
-        "lambda_hat.command": " ".join(["python -m lambda_hat", *sys.argv[1:]])[:5000],
     }
     client.log_batch(run.info.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
     sweep_dir.mkdir(parents=True, exist_ok=True)
