@@ -60,3 +60,30 @@ def test_eight_simultaneous_jobs_share_caches_and_store_safely(tmp_path: Path) -
     assert table["target_id"].nunique() == 1
     leftovers = [p for p in tmp_path.rglob(".*") if p.name.endswith(".tmp") or (p.is_dir() and p.name != ".hydra")]
     assert not leftovers, leftovers
+
+
+@pytest.mark.slow
+def test_two_searches_on_one_optuna_study_share_its_trials(tmp_path: Path) -> None:
+    """Two people resume the same study at once: together they run its n_trials, none twice."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    tiny = [
+        "model.widths=[3,4,3]", "model.true_rank=1", "data.n=2000", "sampler.num_steps=400", "sampler.num_chains=2",
+        "cpu_devices=1", "posterior.gamma=1.0", "sampler.batch_size=choice(100,200)",
+        "sampler.step_size=tag(log,interval(1e-5,1e-4))", "plots=false", "progress=false", "mlflow.enabled=false",
+    ]  # fmt: skip
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "lambda_hat", "--multirun", "+hparams_search=sgld", *tiny, f"hydra.sweeper.storage={storage}",
+             "hydra.sweeper.study_name=shared", "hydra.sweeper.n_trials=4", f"hydra.sweep.dir={tmp_path / f'sweep{i}'}"],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    logs = [p.communicate(timeout=1200)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n\n".join(log[-2000:] for log in logs)
+    import optuna
+
+    study = optuna.load_study(study_name="shared", storage=storage)
+    states = [t.state.name for t in study.get_trials(deepcopy=False)]
+    assert states.count("COMPLETE") == 4 and "RUNNING" not in states, states

@@ -6,17 +6,14 @@ progress logging on (the sampling loop then runs in chunks)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from lambda_hat.app import compose_config
+from tests.conftest import run_cli
 
-ROOT = Path(__file__).resolve().parent.parent
 CONFIG = [
     "model.widths=[3,4,3]", "model.true_rank=1", "data.n=2000", "sampler.batch_size=100", "sampler.num_steps=400",
     "sampler.num_tune=100", "sampler.num_chains=4", "cpu_devices=2", "seed=3",
@@ -25,8 +22,7 @@ CONFIG = [
 
 
 def _cli(args: list[str], cwd: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "lambda_hat", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    proc = run_cli(args, cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
