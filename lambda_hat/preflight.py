@@ -2,9 +2,11 @@
 
 - the code Hydra's node names (callbacks, sweeper, launcher, Optuna's sampler, the custom search
   space) is lambda_hat's, Hydra's or a Hydra plugin's: nothing else is imported from a config;
+- the launcher and sweeper it names are installed and have their required fields;
 - sweeps and search spaces are not empty or inverted (``range(5,1)``, ``interval(1e-4,1e-9)``,
   a log interval from 0, ``n_trials=0``);
-- the folders a run writes (output folder, target/reference cache, XLA cache) can be written.
+- the folders a run writes (output folder, target/reference cache, XLA cache, an Optuna study's
+  SQLite file) can be written.
 
 Each failure is a ConfigError whose message is one line naming the key. Imports no JAX.
 """
@@ -131,6 +133,9 @@ def check_folders(cfg: DictConfig, multirun: bool) -> None:
     out = _select(cfg, out_key)
     if out is not None:
         folders.append((out_key, out))
+    storage = _select(cfg, "hydra.sweeper.storage")  # an Optuna study in SQLite
+    if multirun and isinstance(storage, str) and storage.startswith("sqlite:///"):
+        folders.append(("hydra.sweeper.storage", Path(storage.removeprefix("sqlite:///")).parent))
     cache = cfg.cache_dir or default_cache_dir()
     folders.append(("cache_dir", cache))
     folders.append(("compilation_cache_dir", cfg.compilation_cache_dir or Path(cache) / "xla"))
@@ -140,10 +145,38 @@ def check_folders(cfg: DictConfig, multirun: bool) -> None:
             raise ConfigError(key, message=error)
 
 
+def check_plugins(hydra: DictConfig) -> None:
+    """The launcher and sweeper a preset names are installed (an optional extra may be missing)
+    and have every required field (a `???` left in the preset)."""
+    import importlib.util
+
+    for group in ("launcher", "sweeper"):
+        node = hydra.get(group)
+        if not isinstance(node, DictConfig):
+            continue
+        target = str(node.get("_target_", ""))
+        module = target.rsplit(".", 1)[0]
+        if module and module != "hydra_plugins.lambda_hat":  # registered at run time, not a module
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except ImportError:
+                found = False
+            if not found:
+                raise ConfigError(
+                    f"hydra.{group}", message=f"hydra.{group}._target_={target!r}: {module} is not installed; install the "
+                    "optional extra that provides it (pyproject.toml, [project.optional-dependencies])",
+                )  # fmt: skip
+        missing = sorted(OmegaConf.missing_keys(node))  # full dotted keys
+        if missing:
+            key = missing[0] if missing[0].startswith("hydra.") else f"hydra.{group}.{missing[0]}"
+            raise ConfigError(key, message=f"{key}: required, and the preset leaves it unset (???); set {key}=...")
+
+
 def check_hydra(cfg: DictConfig, multirun: bool) -> None:
     """All of the above for a config composed with Hydra's node (compose(return_hydra_config=True))."""
     hydra = cfg.get("hydra")
     if isinstance(hydra, DictConfig):
         check_targets(hydra)
+        check_plugins(hydra)
         check_search_space(hydra)
     check_folders(cfg, multirun)

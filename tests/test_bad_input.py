@@ -78,11 +78,15 @@ CASES: list[tuple[list[str], str, str]] = [
     (["+hydra.callbacks.x._target_=os.system"], "hydra.callbacks.x._target_", "lambda_hat."),
     ([*OPTUNA, "hydra.sweeper.sampler._target_=os.system"], "hydra.sweeper.sampler._target_", "optuna.samplers."),
     ([*OPTUNA, "hydra.sweeper.custom_search_space=os.system"], "hydra.sweeper.custom_search_space", "lambda_hat."),
+    # a plugin that is not installed (a missing extra), a required field a preset leaves unset
+    (["hydra.launcher._target_=hydra_plugins.not_installed.Launcher"], "hydra.launcher", "is not installed"),
+    (["+hydra.launcher.partition=???"], "hydra.launcher.partition", "required"),
     # folders and stores that cannot be written or reached
     ([f"hydra.run.dir={FILE}/run"], "hydra.run.dir", "not a folder"),
     (["-m", "seed=0,1", f"hydra.sweep.dir={FILE}/sweep"], "hydra.sweep.dir", "not a folder"),
     ([f"cache_dir={FILE}/cache"], "cache_dir", "not a folder"),
     ([f"compilation_cache_dir={FILE}/xla"], "compilation_cache_dir", "not a folder"),
+    ([*OPTUNA, f"hydra.sweeper.storage=sqlite:///{FILE}/optuna.db"], "hydra.sweeper.storage", "not a folder"),
     ([f"mlflow.tracking_uri=sqlite:///{FILE}/mlflow.db"], "mlflow.tracking_uri", "set mlflow.enabled=false"),
     (["mlflow.tracking_uri=http://127.0.0.1:9"], "mlflow.tracking_uri", "no tracking server answers"),
     (["mlflow.tracking_uri=ftp://example.org/x"], "mlflow.tracking_uri", "sqlite:///"),

@@ -1,0 +1,61 @@
+"""Security: MLflow servers listen on localhost only; caches load without pickle; a config names
+no code but lambda_hat's, Hydra's and its plugins' (the checks themselves: tests/test_bad_input.py
+and tests/test_cache_integrity.py)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from lambda_hat.app import check_overrides
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCAL = {"127.0.0.1", "localhost", "::1"}
+
+
+def test_mlflow_ui_and_server_listen_on_localhost_by_default() -> None:
+    from mlflow.utils.cli_args import HOST  # the --host option of `mlflow ui` and `mlflow server`
+
+    (option,) = HOST(lambda: None).__click_params__
+    assert option.default in LOCAL and option.envvar == "MLFLOW_HOST"
+
+
+def _documented_files() -> list[Path]:
+    files = [ROOT / "README.md", *ROOT.glob("docs/**/*"), *ROOT.glob("scripts/**/*"), *ROOT.glob("conf/**/*.yaml")]
+    return [f for f in files if f.is_file() and f.suffix in (".md", ".py", ".sh", ".yaml", ".txt", "")]
+
+
+def test_every_mlflow_ui_or_server_command_in_docs_and_scripts_binds_to_localhost() -> None:
+    commands = 0
+    for path in _documented_files():
+        for line in path.read_text(errors="replace").splitlines():
+            for match in re.finditer(r"mlflow\s+(ui|server)\b([^`'\"\n]*)", line):
+                commands += 1
+                host = re.search(r"(?:--host|-h)[ =]+(\S+)", match.group(2))
+                assert host is None or host.group(1) in LOCAL, f"{path.name}: {line.strip()}"
+    assert commands >= 1  # the README shows how to open the UI
+
+
+def test_store_loads_arrays_without_pickle() -> None:
+    source = (ROOT / "lambda_hat" / "targets" / "store.py").read_text()
+    assert "allow_pickle=False" in source
+    for path in (ROOT / "lambda_hat").rglob("*.py"):
+        text = path.read_text()
+        assert "import pickle" not in text and "allow_pickle=True" not in text, path
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "+hydra.callbacks.evil._target_=subprocess.call",
+        "+hydra.callbacks.evil._target_=builtins.exec",
+        "hydra.callbacks.aggregate._target_=os.system",
+        "+model._target_=os.system",
+        "+posterior._target_=os.system",
+    ],
+)
+def test_a_config_cannot_name_other_code(override: str) -> None:
+    error = check_overrides([override])
+    assert error is not None and "_target_" in error
