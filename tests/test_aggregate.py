@@ -79,7 +79,7 @@ def test_cli_builds_the_sweep_table(sweep: tuple[Path, subprocess.CompletedProce
     assert all(math.isfinite(v) for v in ok["llc_mean"]) and (ok["llc_true"] == 4.5).all()
     assert [len(json.loads(v)) for v in ok["llc_per_chain"]] == [2, 2]
     assert list(df["cfg.seed"]) == [0, 0, 1, 1] and set(df["cfg.model.widths"]) == {"[3, 4, 3]"}
-    assert list(df["overrides"])[1].split()[-4:-3] == ["posterior.gamma=-1"]
+    assert "posterior.gamma=-1" in list(df["overrides"])[1].split()
     assert set(df["sweep_dir"]) == {str(sweep_dir.resolve())}
     assert list(df["output_dir"]) == [str((sweep_dir / str(i)).resolve()) for i in range(4)]
     assert "timing_notes" not in df.columns and "n_warnings" in df.columns
