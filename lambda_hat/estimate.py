@@ -133,8 +133,10 @@ def pareto_khat(log_ratio: np.ndarray) -> np.ndarray:
     out = np.full(log_ratio.shape[0], np.nan)
     for c, row in enumerate(log_ratio):
         if np.all(np.isfinite(row)):
-            # psislw takes LOO's log-likelihoods and smooths their negatives as log weights
-            out[c] = float(array_stats.psislw(-(row - row.max()), r_eff=1.0, axis=-1)[1])
+            try:  # psislw takes LOO's log-likelihoods and smooths their negatives as log weights
+                out[c] = float(array_stats.psislw(-(row - row.max()), r_eff=1.0, axis=-1)[1])
+            except ValueError:  # too few draws for a tail fit (it needs >= 5 in the tail, ~25 draws)
+                pass
     return out
 
 
