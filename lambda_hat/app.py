@@ -302,6 +302,7 @@ config groups (choose a preset with GROUP=PRESET):
   sampler    {presets("sampler")}
              ({fam})
   training   {presets("training")}   (how w* is found for model=mlp)
+  vi         {presets("vi")}   (with sampler=vi only: vi.rank, vi.components, vi.flow, vi.latent_dim)
 
 main knobs: sampler.num_chains, sampler.num_steps, sampler.num_burnin (or burnin_fraction),
   sampler.step_size, sampler.batch_size, sampler.target_mala_accept (SGLD family),
@@ -311,6 +312,7 @@ examples:
   python -m lambda_hat sampler=hmc
   python -m lambda_hat model.widths=[10,20,15,10] model.true_rank=4 sampler=rmsprop_sgld seed=3
   python -m lambda_hat --multirun sampler=sgld,hmc seed=0,1,2
+  python -m lambda_hat sampler=vi vi=mfa vi.rank=16
 
 Every key with its type and default: python -m lambda_hat --cfg job; Hydra's own options: --hydra-help.
 Outputs go to outputs/<date>/<time>/ (metrics.json, trace.parquet, plots); MLflow to ./mlflow.db.

@@ -124,18 +124,23 @@ def write_plots(out_dir: Path, frame: pd.DataFrame, llc_true: float | None, titl
     paths.append(out_dir / "trace.png")
     _save(fig, paths[-1])
 
+    paths.append(_write_running_llc(out_dir, frame[~frame["burnin"]], llc_true, "chain", "step", f"{title}: running λ̂ after burn-in"))
+    return paths
+
+
+def _write_running_llc(out_dir: Path, frame: pd.DataFrame, llc_true: float | None, who: str, xlabel: str, title: str) -> Path:
+    """llc_running.png: the running mean of the λ̂ draws per chain (or fit), true λ marked if known."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4))
-    kept = frame[~frame["burnin"]]
-    for chain, rows in kept.groupby("chain"):
-        running = rows["llc"].expanding().mean()
-        ax.plot(rows["step"], running, lw=1.0, label=f"chain {chain}")
+    for chain, rows in frame.groupby("chain"):
+        ax.plot(rows["step"], rows["llc"].expanding().mean(), lw=1.0, label=f"{who} {chain}")
     if llc_true is not None:
         ax.axhline(llc_true, color="black", ls="--", label=f"true λ = {llc_true:g}")
-    ax.set(xlabel="step", ylabel="running λ̂", title=f"{title}: running λ̂ after burn-in")
+    ax.set(xlabel=xlabel, ylabel="running λ̂", title=title)
     ax.legend(fontsize="small", ncol=2)
-    paths.append(out_dir / "llc_running.png")
-    _save(fig, paths[-1])
-    return paths
+    path = out_dir / "llc_running.png"
+    _save(fig, path)
+    return path
 
 
 def write_vi_plots(
@@ -159,13 +164,5 @@ def write_vi_plots(
     paths = [out_dir / "elbo.png"]
     _save(fig, paths[-1])
 
-    fig, ax = plt.subplots(figsize=(8, 4))
-    for chain, rows in frame.groupby("chain"):
-        ax.plot(rows["step"], rows["llc"].expanding().mean(), lw=1.0, label=f"fit {chain}")
-    if llc_true is not None:
-        ax.axhline(llc_true, color="black", ls="--", label=f"true λ = {llc_true:g}")
-    ax.set(xlabel="draw of q", ylabel="running λ̂", title=f"{title}: running λ̂ over draws of q")
-    ax.legend(fontsize="small", ncol=2)
-    paths.append(out_dir / "llc_running.png")
-    _save(fig, paths[-1])
+    paths.append(_write_running_llc(out_dir, frame, llc_true, "fit", "draw of q", f"{title}: running λ̂ over draws of q"))
     return paths

@@ -165,3 +165,4 @@ def test_pareto_khat_flags_a_too_narrow_q() -> None:
     wide, narrow = pareto_khat(np.stack([ratios(1.2), ratios(0.3)]))
     assert wide < 0.5 and narrow > 0.7
     assert np.isnan(pareto_khat(np.asarray([[0.0, np.nan, 1.0]]))[0])
+    assert np.isnan(pareto_khat(np.zeros((1, 16)) + np.arange(16))[0])  # too few draws for a tail fit

@@ -219,10 +219,3 @@ def run_fits(
         fit=fit,
     )
 
-
-def fge_per_chain(s: Any, per_step: int, n: int) -> float:
-    """Work one fit spends, whitening and the final draws included (for documentation and tests)."""
-    frac = int(s.batch_size) / n
-    white = int(s.whitening_batches) * frac if s.whitening else 0.0
-    return white + int(s.num_steps) * per_step * frac + int(s.num_draws)
-
