@@ -306,7 +306,8 @@ config groups (choose a preset with GROUP=PRESET):
 
 main knobs: sampler.num_chains, sampler.num_steps, sampler.num_burnin (or burnin_fraction),
   sampler.step_size, sampler.batch_size, sampler.target_mala_accept (SGLD family),
-  sampler.num_warmup (hmc, nuts), seed, target_seed, mlflow.enabled, plots, progress
+  sampler.num_warmup (hmc, nuts), seed, target_seed, mlflow.enabled, plots, progress,
+  resume (a sweep re-run with resume=true runs only its unfinished jobs)
 
 examples:
   python -m lambda_hat sampler=hmc

@@ -132,7 +132,7 @@ def test_hydra_full_error_shows_the_traceback_too(tmp_path: Path, monkeypatch: p
 
 def test_a_failure_inside_a_single_run_is_one_line_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
     """An error the up-front check cannot see (here: the target cache becomes a file after the
-    check) ends the run with one line and exit 1, and failure.json in its folder."""
+    check) ends the run with one line and exit 1, failure.json in its folder, its MLflow run FAILED."""
     import lambda_hat.runner as runner
 
     monkeypatch.chdir(tmp_path)
@@ -142,9 +142,15 @@ def test_a_failure_inside_a_single_run_is_one_line_too(tmp_path: Path, monkeypat
         return Path(FILE) / "cache"
 
     monkeypatch.setattr(runner, "cache_dir_of", broken_cache)
-    code, _, err = _main(["mlflow.enabled=false", f"hydra.run.dir={tmp_path}/run", "progress=false"], monkeypatch, capsys)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code, _, err = _main([f"mlflow.tracking_uri={uri}", f"hydra.run.dir={tmp_path}/run", "progress=false"], monkeypatch, capsys)
     assert code == 1
     assert "Traceback" not in err
     line = [ln for ln in err.splitlines() if ln.startswith("lambda_hat: error:")]
     assert len(line) == 1 and "Not a directory" in line[0] and "HYDRA_FULL_ERROR=1" in line[0], err
     assert (tmp_path / "run" / "failure.json").is_file() and not (tmp_path / "run" / "metrics.json").exists()
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("lambda_hat").experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]  # not left RUNNING

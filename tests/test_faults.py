@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SWEEP = [
     "--multirun", "sampler.step_size=1e-6,-1,1,2e-6", "sampler.target_mala_accept=null",
     "model.widths=[3,4,3]", "model.true_rank=1", "data.n=2000", "sampler.batch_size=100",
-    "sampler.num_steps=400", "sampler.num_chains=2", "cpu_devices=1",
+    "sampler.num_steps=400", "sampler.mala_every=0", "sampler.num_chains=2", "cpu_devices=1",
     "plots=false", "progress=false", "mlflow.enabled=false",
 ]  # fmt: skip
 
