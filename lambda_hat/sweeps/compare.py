@@ -155,10 +155,11 @@ def compare_table(df: pd.DataFrame) -> str:
         if col not in df:
             df[col] = None
     ran = df["target_id"].notna()
-    keys = df[ran][["target_id", "nbeta", "gamma"]].astype(str).agg("|".join, axis=1)
+    # nβ to 6 digits: a float32 run stores it rounded to float32, a float64 run of the same target does not
+    keys = [f"{t}|{_num(b):.6g}|{_num(g):.6g}" for t, b, g in zip(df[ran]["target_id"], df[ran]["nbeta"], df[ran]["gamma"])]
     out: list[str] = []
     groups = 0
-    for _, group in df[ran].groupby(keys, sort=False):
+    for _, group in df[ran].groupby(pd.Series(keys, index=df[ran].index), sort=False):
         groups += 1
         out += [f"**{_group_title(group.iloc[0])}**", "", *_group_table(group), ""]
     if groups > 1:
