@@ -26,8 +26,10 @@ import pandas as pd
 
 from lambda_hat.sweeps.aggregate import varying_overrides
 
-# Overrides that only say which sampler a row is (shown in its own column).
-_SAMPLER_KEYS = ("sampler", "+experiment@_global_", "experiment@_global_")
+def _names_sampler(key: str) -> bool:
+    """An override that only says which sampler a row is (shown in its own column): sampler=..., or a
+    per-sampler experiment entry such as +experiment/samplers_compared@_global_=hmc."""
+    return key == "sampler" or (key.lstrip("+").startswith("experiment") and key.endswith("@_global_"))
 
 
 def _num(value: Any) -> float:
@@ -80,7 +82,7 @@ def _labels(group: pd.DataFrame) -> list[str]:
     varying = varying_overrides(group) if len(group) > 1 else [""] * len(group)
     out = []
     for sampler, extra in zip(group["sampler"], varying):
-        rest = [o for o in extra.split() if o.split("=", 1)[0] not in _SAMPLER_KEYS]
+        rest = [o for o in extra.split() if not _names_sampler(o.split("=", 1)[0])]
         out.append(" ".join([f"`{sampler}`", *rest]))
     return out
 
