@@ -84,9 +84,11 @@ def test_cli_builds_the_sweep_table(sweep: tuple[Path, subprocess.CompletedProce
     assert set(df["sweep_dir"]) == {str(sweep_dir.resolve())}
     assert list(df["output_dir"]) == [str((sweep_dir / str(i)).resolve()) for i in range(4)]
     assert "timing_notes" not in df.columns and "n_warnings" in df.columns
-    # Inside a sweep plots default to off (the resolved value is recorded), and the second job with
-    # the same shapes reuses the first one's compiled programs (one process, basic launcher).
-    assert list(ok["cfg.plots"]) == [False, False] and not list(sweep_dir.glob("*/trace.png"))
+    # Inside a sweep plots default to off (plots: null in the composed config; each job's
+    # config_resolved.yaml records the choice), and the second job with the same shapes reuses the
+    # first one's compiled programs (one process, basic launcher).
+    assert list(ok["cfg.plots"]) == [None, None] and not list(sweep_dir.glob("*/trace.png"))
+    assert "plots: false" in (sweep_dir / "0" / "config_resolved.yaml").read_text()
     assert list(ok["compile_time_s"])[1] == 0 and list(ok["warmup_compile_time_s"])[1] == 0
     assert list(ok["compile_time_s"])[0] > 0
 
