@@ -191,8 +191,10 @@ def main(argv: list[str] | None = None) -> int:
                 return r["wall_s"] - r["sampling_warmup_s"] - r["compile_s"]
 
             extra = (outside(eight) - outside(one)) / (eight["jobs"] - one["jobs"])
+            cpu = (eight["cpu_s"] - one["cpu_s"]) / (eight["jobs"] - one["jobs"])
             print(f"\n{launcher}: one more job costs {extra:.2f} s beyond its estimator (sgld8 vs sgld1); "
-                  f"fixed cost of the command {outside(one) - extra:.1f} s")  # fmt: skip
+                  f"fixed cost of the command {outside(one) - extra:.1f} s; CPU per extra job, estimator "
+                  f"included, {cpu:.2f} s (less sensitive to other load on a shared machine)")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps({"summary": summary, "runs": raw}, indent=2))
     return 0

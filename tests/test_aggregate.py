@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -79,13 +80,15 @@ def test_cli_builds_the_sweep_table(sweep: tuple[Path, subprocess.CompletedProce
     assert all(math.isfinite(v) for v in ok["llc_mean"]) and (ok["llc_true"] == 4.5).all()
     assert [len(json.loads(v)) for v in ok["llc_per_chain"]] == [2, 2]
     assert list(df["cfg.seed"]) == [0, 0, 1, 1] and set(df["cfg.model.widths"]) == {"[3, 4, 3]"}
-    assert "posterior.gamma=-1" in list(df["overrides"])[1].split()
+    assert list(df["overrides"])[1].split()[-3:-2] == ["posterior.gamma=-1"]
     assert set(df["sweep_dir"]) == {str(sweep_dir.resolve())}
     assert list(df["output_dir"]) == [str((sweep_dir / str(i)).resolve()) for i in range(4)]
     assert "timing_notes" not in df.columns and "n_warnings" in df.columns
-    # Inside a sweep plots default to off (the resolved value is recorded), and the second job with
-    # the same shapes reuses the first one's compiled programs (one process, basic launcher).
-    assert list(ok["cfg.plots"]) == [False, False] and not list(sweep_dir.glob("*/trace.png"))
+    # Inside a sweep plots default to off (plots: null in the composed config; each job's
+    # config_resolved.yaml records the choice), and the second job with the same shapes reuses the
+    # first one's compiled programs (one process, basic launcher).
+    assert list(ok["cfg.plots"]) == [None, None] and not list(sweep_dir.glob("*/trace.png"))
+    assert "plots: false" in (sweep_dir / "0" / "config_resolved.yaml").read_text()
     assert list(ok["compile_time_s"])[1] == 0 and list(ok["warmup_compile_time_s"])[1] == 0
     assert list(ok["compile_time_s"])[0] > 0
 
@@ -269,3 +272,23 @@ def test_callback_writes_the_table_and_never_raises(tmp_path: Path, caplog: Any)
     cb.on_multirun_end(OmegaConf.create({}))
     callbacks.AggregateCallback(filename="multirun.yaml/t.parquet").on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
     assert caplog.text.count("sweep table not written") == 2 and "no job folders" in caplog.text
+
+
+def test_compare_groups_by_target_across_precisions() -> None:
+    """A float32 and a float64 run of one target (nβ stored in each precision) are one group; |z|
+    is the difference over the combined standard error."""
+    from lambda_hat.sweeps.compare import compare_table
+
+    rows = [
+        {"job_num": 0, "status": "ok", "sampler": "sgld", "model": "dln", "target_id": "t1", "nbeta": float(np.float32(263.1)),
+         "gamma": 1.0, "llc_mean": 8.4, "llc_sem": 0.3, "llc_true": 8.0, "llc_rel_error": 0.05, "num_chains": 4,
+         "n_fge": 100.0, "n_fge_warmup": 20.0, "warnings": json.dumps(["ess_bulk = 50 < 100: ..."]), "mala_accept": 0.92},
+        {"job_num": 1, "status": "ok", "sampler": "hmc", "model": "dln", "target_id": "t1", "nbeta": 263.1, "gamma": 1.0,
+         "llc_mean": 8.0, "llc_sem": 0.4, "llc_true": 8.0, "llc_rel_error": 0.0, "num_chains": 4, "n_fge": 400.0,
+         "n_fge_warmup": 0.0, "warnings": "[]", "acceptance_rate": 0.9},
+    ]  # fmt: skip
+    text = compare_table(pd.DataFrame(rows))
+    assert text.count("**dln") == 1 and "Per sampler" not in text  # one target
+    assert "| `sgld` | 8.400 ± 0.300 | +5.0% | 0.8 (`hmc`) |" in text  # 0.4 / 0.5
+    assert "| 30 | MALA 0.92; warnings: ess_bulk |" in text  # FGE per chain, health
+    assert "| `hmc` | 8.000 ± 0.400 | +0.0% | 0.8 (`sgld`) |" in text and "accept 0.90; ok" in text

@@ -26,8 +26,10 @@ import pandas as pd
 
 from lambda_hat.sweeps.aggregate import varying_overrides
 
-# Overrides that only say which sampler a row is (shown in its own column).
-_SAMPLER_KEYS = ("sampler", "+experiment@_global_", "experiment@_global_")
+def _names_sampler(key: str) -> bool:
+    """An override that only says which sampler a row is (shown in its own column): sampler=..., or a
+    per-sampler experiment entry such as +experiment/samplers_compared@_global_=hmc."""
+    return key == "sampler" or (key.lstrip("+").startswith("experiment") and key.endswith("@_global_"))
 
 
 def _num(value: Any) -> float:
@@ -80,7 +82,7 @@ def _labels(group: pd.DataFrame) -> list[str]:
     varying = varying_overrides(group) if len(group) > 1 else [""] * len(group)
     out = []
     for sampler, extra in zip(group["sampler"], varying):
-        rest = [o for o in extra.split() if o.split("=", 1)[0] not in _SAMPLER_KEYS]
+        rest = [o for o in extra.split() if not _names_sampler(o.split("=", 1)[0])]
         out.append(" ".join([f"`{sampler}`", *rest]))
     return out
 
@@ -155,10 +157,11 @@ def compare_table(df: pd.DataFrame) -> str:
         if col not in df:
             df[col] = None
     ran = df["target_id"].notna()
-    keys = df[ran][["target_id", "nbeta", "gamma"]].astype(str).agg("|".join, axis=1)
+    # nβ to 6 digits: a float32 run stores it rounded to float32, a float64 run of the same target does not
+    keys = [f"{t}|{_num(b):.6g}|{_num(g):.6g}" for t, b, g in zip(df[ran]["target_id"], df[ran]["nbeta"], df[ran]["gamma"])]
     out: list[str] = []
     groups = 0
-    for _, group in df[ran].groupby(keys, sort=False):
+    for _, group in df[ran].groupby(pd.Series(keys, index=df[ran].index), sort=False):
         groups += 1
         out += [f"**{_group_title(group.iloc[0])}**", "", *_group_table(group), ""]
     if groups > 1:
