@@ -116,6 +116,37 @@ def _parse_one(override: str) -> str | None:
 last_error: BaseException | None = None
 
 
+LAUNCHER_TRACKING = ("auto", "jobs", "launcher")  # hydra.launcher.tracking (lambda_hat/sweeps/launchers.py)
+
+
+def check_launcher(overrides: list[str], config_dir: str | None, config_name: str) -> str | None:
+    """One line for a bad launcher override (hydra/launcher=..., hydra.launcher.KEY=...), else None."""
+    mine = [o for o in overrides if o.lstrip("+~").startswith(("hydra/launcher=", "hydra.launcher."))]
+    if not mine:
+        return None
+    group = [o for o in mine if o.startswith("hydra/launcher=")]
+
+    def launcher(ovs: list[str]) -> DictConfig:
+        with initialize_config_dir(str(Path(config_dir or CONF_DIR).resolve()), version_base="1.3"):
+            return compose(config_name, overrides=ovs, return_hydra_config=True).hydra.launcher
+
+    try:
+        node = launcher(mine)
+    except (HydraException, OmegaConfBaseException) as e:
+        line = describe_error(e).replace("hydra=launcher/", "hydra/launcher=", 1)
+        if line.startswith("hydra.launcher.") and not line.startswith("hydra.launcher: "):
+            try:
+                keys = sorted(k for k in launcher(group) if k != "_target_")
+                line = f"{line.split(':', 1)[0]}: unknown key; allowed keys here: {', '.join(keys)}"
+            except (HydraException, OmegaConfBaseException):
+                pass
+        return line
+    tracking = node.get("tracking")
+    if tracking is not None and tracking not in LAUNCHER_TRACKING:
+        return f"hydra.launcher.tracking: {tracking!r} is not one of {', '.join(LAUNCHER_TRACKING)}"
+    return None
+
+
 def check_overrides(argv: list[str]) -> str | None:
     """Compose the config the command line asks for and validate it; return an error line or None.
 
@@ -137,6 +168,13 @@ def check_overrides(argv: list[str]) -> str | None:
     from lambda_hat import preflight
 
     multirun = any(f in ("-m", "--multirun") for f in flags)
+    error = check_launcher(
+        overrides,
+        flags.get("--config-dir") or flags.get("-cd") or flags.get("--config-path") or flags.get("-cp"),
+        flags.get("--config-name") or flags.get("-cn") or "config",
+    )
+    if error is not None:
+        return error
     parsed = OverridesParser.create().parse_overrides(overrides)
     single: list[str] = []
     try:

@@ -198,3 +198,15 @@ def test_a_deferred_run_is_logged_once_by_the_launching_process(tmp_path: Path, 
     assert logged.info.status == "FINISHED" and logged.data.metrics["llc_mean"] == 2.5
     assert logged.data.tags["lambda_hat.job_num"] == "3" and logged.data.params["sampler.name"] == "sgld"
     assert json.loads((out / "mlflow_run.json").read_text())["run_id"] == run_id
+
+
+def test_a_bad_launcher_override_is_one_line() -> None:
+    from lambda_hat.app import check_overrides
+
+    assert check_overrides(["--multirun", "hydra/launcher=slurm_cpu", "hydra.launcher.cpus_per_task=2"]) is None
+    typo = check_overrides(["hydra/launcher=slurm_cpu", "hydra.launcher.partiton=gpu"])
+    assert typo.startswith("hydra.launcher.partiton: unknown key; allowed keys here:") and "partition" in typo
+    assert check_overrides(["hydra/launcher=local_parallel", "hydra.launcher.tracking=nfs"]) == (
+        "hydra.launcher.tracking: 'nfs' is not one of auto, jobs, launcher"
+    )
+    assert check_overrides(["hydra/launcher=slurm"]).startswith("hydra/launcher=slurm: no such option; available:")

@@ -57,6 +57,9 @@ def test_run_writes_outputs_and_logs_to_mlflow(make_cfg, tmp_path: Path) -> None
     assert r.data.metrics["llc_chain_0"] == pytest.approx(m["llc_per_chain"][0])
     assert r.data.tags["target_id"] == m["target_id"] and r.data.tags["sampler"] == "sgld"
     assert r.data.tags["health"] == ("; ".join(m["warnings"]) or "ok")
+    # the device the run actually used (tests run with two CPU devices, see conftest)
+    assert (m["device_platform"], m["device_count"]) == ("cpu", 2) and r.data.tags["device_platform"] == "cpu"
+    assert r.data.metrics["device_count"] == 2 and r.data.tags["device_kind"] == m["device_kind"]
     artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}
     assert (tmp_path / "mlruns").is_dir()  # artifacts live beside the SQLite store
     assert {"metrics.json", "trace.parquet", "trace.png", "llc_running.png", "config_resolved.yaml"} <= artifacts

@@ -159,7 +159,7 @@ class _Launcher(BaseSubmititLauncher):
                 ret = job.results()[0]
             except Exception as e:  # the worker raised outside the task function
                 return self._ended_without_result(job, args, f"submitit: {' '.join(str(e).split())[:300]}", "failed")
-            self._log_deferred(args, ret.status == JobStatus.COMPLETED)
+            self._log_deferred(args)
             return ret
         if not job.done():
             return None
@@ -187,7 +187,7 @@ class _Launcher(BaseSubmititLauncher):
                 status = str(own["status"])
             write_failure(out_dir, status, "; ".join(str(x) for x in (own.get("error"), reason) if x))
         log.error("job %d %s (%s)", idx, status, reason)
-        self._log_deferred(args, False, cfg=cfg, status=status)
+        self._log_deferred(args, cfg=cfg, status=status)
         ret = JobReturn(overrides=overrides, cfg=cfg, working_dir=str(out_dir), task_name=str(cfg.hydra.job.name))
         ret.status = JobStatus.COMPLETED
         ret.return_value = None
@@ -206,7 +206,7 @@ class _Launcher(BaseSubmititLauncher):
         _atomic_write_text(hydra_dir / "hydra.yaml", OmegaConf.to_yaml(hydra))
         _atomic_write_text(hydra_dir / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
 
-    def _log_deferred(self, args: tuple[Any, ...], ok: bool, cfg: Any = None, status: str | None = None) -> None:
+    def _log_deferred(self, args: tuple[Any, ...], cfg: Any = None, status: str | None = None) -> None:
         """Log the job's MLflow run from this process (tracking: launcher). Never raises."""
         if not self._deferred:
             return
