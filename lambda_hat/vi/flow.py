@@ -149,7 +149,8 @@ def _parts(q: Transformed) -> tuple[fb.Chain, fb.Affine | None]:
 
 
 def build(vi_cfg: Any, d: int) -> VIFamily:
-    """The flow family of a vi=flow config over d coordinates.
+    """The flow family of a vi=flow config over d coordinates; call it in the run's precision scope
+    (flowjax's coupling layers keep their set-up dtype).
 
     φ is every inexact array of the flowjax distribution (equinox partition: conditioner weights,
     spline/affine parameters, V, the complement's loc and unconstrained scale); the static rest
