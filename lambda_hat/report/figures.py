@@ -144,6 +144,9 @@ def error_vs_work(df: pd.DataFrame, style: dict[str, dict[str, object]]) -> Figu
             ax.set_xscale("log")
             ax.set_yscale("log")
             _plain(ax)
+            if col == "fge_per_chain" and d["budget"].notna().any():  # tick the budget levels
+                levels = d.groupby("budget")[col].median().sort_values().to_numpy(float)
+                ax.set_xticks(levels, [f"{v:,.0f}" for v in levels])
             ax.set_xlabel(label)
         axes[0].set_ylabel("|λ̂ / λ − 1| (%)")
         axes[0].legend(loc="lower left", ncol=2, handletextpad=0.3, columnspacing=0.8)
