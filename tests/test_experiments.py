@@ -43,9 +43,12 @@ def sweep_params(name: str) -> dict[str, list[str]]:
 
 def sweep_jobs(name: str) -> list[list[str]]:
     """Overrides of the jobs to check: every combination of the sweep's values, except that
-    seed-like integer sweeps are represented by their first value (they change no key)."""
+    seed-like integer sweeps are represented by their first value (they change no key), and so is
+    the leaderboard's budget level (test_leaderboard_budgets_are_matched_in_fge composes every
+    sampler at every level)."""
     params = sweep_params(name)
-    axes = [[f"{k}={v}" for v in (values[:1] if k in ("seed", "target_seed") else values)] for k, values in params.items()]
+    first_only = ("seed", "target_seed", "+leaderboard_budget")
+    axes = [[f"{k}={v}" for v in (values[:1] if k in first_only else values)] for k, values in params.items()]
     return [[f"+experiment={name}", *combo] for combo in itertools.product(*axes)] or [[f"+experiment={name}"]]
 
 

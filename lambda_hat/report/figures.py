@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 COLUMN_IN = 3.4  # one column of a two-column paper
 PAGE_IN = 7.0
@@ -49,6 +50,17 @@ def styles(estimators: Iterable[str]) -> dict[str, dict[str, object]]:
 def _log_if_wide(values: np.ndarray, factor: float = 10.0) -> bool:
     v = values[np.isfinite(values) & (values > 0)]
     return len(v) > 0 and v.max() / v.min() > factor
+
+
+def _plain(ax, axis: str = "both") -> None:
+    """Log-axis tick labels as plain numbers (0.1, 1, 10, 1,000) rather than powers of ten, and no
+    minor labels (a narrow log range otherwise prints 9.6×10² style labels)."""
+    fmt = FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}")
+    for which in ("x", "y") if axis == "both" else (axis,):
+        a = ax.xaxis if which == "x" else ax.yaxis
+        if (ax.get_xscale() if which == "x" else ax.get_yscale()) == "log":
+            a.set_major_formatter(fmt)
+            a.set_minor_formatter(NullFormatter())
 
 
 def _finish(fig: Figure) -> Figure:
@@ -131,6 +143,10 @@ def error_vs_work(df: pd.DataFrame, style: dict[str, dict[str, object]]) -> Figu
                 ax.step(front[:, 0], front[:, 1], where="post", color="black", lw=0.9, ls=":", label="frontier")
             ax.set_xscale("log")
             ax.set_yscale("log")
+            _plain(ax)
+            if col == "fge_per_chain" and d["budget"].notna().any():  # tick the budget levels
+                levels = d.groupby("budget")[col].median().sort_values().to_numpy(float)
+                ax.set_xticks(levels, [f"{v:,.0f}" for v in levels])
             ax.set_xlabel(label)
         axes[0].set_ylabel("|λ̂ / λ − 1| (%)")
         axes[0].legend(loc="lower left", ncol=2, handletextpad=0.3, columnspacing=0.8)
@@ -142,21 +158,24 @@ def running_llc(curves: dict[str, pd.DataFrame], reference: float, target: str, 
     """Running λ̂ (kept draws so far, chains pooled) against work per chain, one line per estimator
     on one target, the reference λ marked. curves: estimator -> (fge, llc) from traces.running_llc."""
     with plt.rc_context(RC):
-        fig, ax = plt.subplots(figsize=(COLUMN_IN, 2.6))
+        fig, ax = plt.subplots(figsize=(COLUMN_IN, 3.1))
         for est, c in sorted(curves.items()):
             if len(c):
                 ax.plot(c["fge"], c["llc"], label=est, color=style[est]["color"], lw=1.0)
         if reference == reference:
             ax.axhline(reference, color="black", ls="--", lw=0.8, label=f"reference λ = {reference:g}")
         ax.set_xscale("log")
+        _plain(ax, "x")
         ax.set_xlabel("work per chain (full-gradient equivalents)")
         ax.set_ylabel("running λ̂ (mean of kept draws)")
         ax.set_title(target)
         if reference == reference:
-            vals = np.concatenate([c["llc"].to_numpy(float) for c in curves.values() if len(c)] or [np.array([reference])])
-            spread = max(np.nanmax(np.abs(vals - reference)), 0.05 * abs(reference))
-            ax.set_ylim(reference - 1.1 * spread, reference + 1.1 * spread)
-        ax.legend(loc="best", ncol=2, handletextpad=0.3, columnspacing=0.8)
+            # the range the curves settle in (their last 80%), so early transients do not flatten them
+            tails = [c["llc"].to_numpy(float)[len(c) // 5 :] for c in curves.values() if len(c)]
+            vals = np.concatenate(tails or [np.array([reference])])
+            spread = max(float(np.nanmax(np.abs(vals - reference))), 0.05 * abs(reference))
+            ax.set_ylim(reference - 1.3 * spread, reference + 1.3 * spread)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3, handletextpad=0.3, columnspacing=0.8)
         return _finish(fig)
 
 
@@ -164,7 +183,7 @@ def leaderboard(board: pd.DataFrame, style: dict[str, dict[str, object]], level:
     """Median |relative error| (bootstrap interval) against median work per chain, one line per
     estimator across the budget levels, and the frontier over all of them."""
     with plt.rc_context(RC):
-        fig, ax = plt.subplots(figsize=(COLUMN_IN, 2.9))
+        fig, ax = plt.subplots(figsize=(COLUMN_IN, 3.3))
         pts = []
         for est in sorted(board["estimator"].unique()):
             g = board[board["estimator"] == est].sort_values("fge_per_chain")
@@ -183,9 +202,12 @@ def leaderboard(board: pd.DataFrame, style: dict[str, dict[str, object]], level:
             ax.step(front[:, 0], front[:, 1], where="post", color="black", lw=0.9, ls=":", label="frontier")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        _plain(ax)
+        levels = board.groupby("budget")["fge_per_chain"].median().sort_values().to_numpy(float)
+        ax.set_xticks(levels, [f"{v:,.0f}" for v in levels])  # the budget levels themselves
         ax.set_xlabel("work per chain (full-gradient equivalents)")
-        ax.set_ylabel(f"median |λ̂ / λ − 1| (%), {level:.0%} bootstrap")
-        ax.legend(loc="best", ncol=2, handletextpad=0.3, columnspacing=0.8)
+        ax.set_ylabel(f"median |λ̂ / λ − 1| (%, {level:.0%} CI)")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, handletextpad=0.3, columnspacing=0.8)
         return _finish(fig)
 
 

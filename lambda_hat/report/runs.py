@@ -83,7 +83,7 @@ def target_label(row: pd.Series) -> str:
     widths = _widths(row.get("cfg.model.widths"))
     if model == "dln" and widths:
         rank = row.get("cfg.model.true_rank")
-        rank_txt = "" if rank is None or (isinstance(rank, float) and math.isnan(rank)) or int(rank) >= min(widths) else f" r{int(rank)}"
+        rank_txt = "" if pd.isna(rank) or int(rank) >= min(widths) else f" r{int(rank)}"
         teacher = row.get("cfg.model.teacher")
         extra = f" ({teacher})" if isinstance(teacher, str) and teacher != "top" else ""
         return f"DLN [{','.join(map(str, widths))}]{rank_txt}{extra}"
