@@ -259,12 +259,11 @@ def hydra_app(cfg: DictConfig) -> float | None:
             from lambda_hat.sweeps import parent
 
             hc = HydraConfig.get()
+            _sweep_dirs.add(str(Path(hc.sweep.dir).resolve()))
             run_tags = {"lambda_hat.job_num": str(hc.job.num), "lambda_hat.overrides": " ".join(hc.overrides.task)}
             parent_id = parent.find(Path(hc.sweep.dir))
             if parent_id is not None:
                 run_tags["mlflow.parentRunId"] = parent_id
-        if sweeping:
-            _sweep_dirs.add(str(Path(HydraConfig.get().sweep.dir).resolve()))
         earlier = None
         if cfg.resume:
             from lambda_hat.sweeps.resume import completed
