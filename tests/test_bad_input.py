@@ -95,6 +95,15 @@ CASES: list[tuple[list[str], str, str]] = [
 
 def _main(argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: Any) -> tuple[int, str, str]:
     monkeypatch.setattr(sys, "argv", ["lambda_hat", *argv])
+    if "absl.logging" in sys.modules:
+        # absl's handler (absl comes in with optax) keeps the sys.stderr of when it was imported:
+        # in an earlier test, pytest's own capture stream. Hydra's job logging (dictConfig) closes
+        # every handler, and absl's close() closes its stream unless it is the *current*
+        # sys.stderr, which here is capsys's: pytest's stream would be closed and the session
+        # dies. Point it at the current stream for the call; monkeypatch puts it back.
+        from absl import logging as absl_logging
+
+        monkeypatch.setattr(absl_logging.get_absl_handler().python_handler, "stream", sys.stderr)
     with pytest.raises(SystemExit) as exc:
         app.main()
     out, err = capsys.readouterr()
