@@ -190,6 +190,7 @@ def test_missing_extra_is_one_error_naming_the_extra(monkeypatch):
 
 
 @pytest.mark.slow  # ~1 min of CPU on 2 cores (compiling the flow's fit); the flow's maths runs by default
+@pytest.mark.timeout(1200)
 def test_cli_fits_a_flow_on_a_tiny_dln(tmp_path: Path) -> None:
     """`python -m lambda_hat sampler=vi vi=flow vi.flow=rqs vi.latent_dim=8` on a tiny DLN (d = 24):
     the run finishes with an estimate, the flow's diagnostics traced per step, the ELBO rising."""
