@@ -62,15 +62,19 @@ def subspace_reflectors(basis: jax.Array) -> jax.Array:
     basis: (d, k) with orthonormal columns. Built column by column, O(d·k²): u_i' = H_{i−1}⋯H_1 u_i
     is orthogonal to e_1..e_{i−1}, and v_i = u_i' + sign(u_i'[i]) e_i reflects e_i onto ∓u_i' while
     fixing e_1..e_{i−1}; the sign keeps |v_i|² = 2 + 2|u_i'[i]| ≥ 2 (no cancellation).
-    Hand-written because jnp.linalg.qr does not return its reflectors.
+    Hand-written because jnp.linalg.qr does not return its reflectors; loops, not unrolled, so
+    the program stays small for large k.
     """
-    vs: list[jax.Array] = []
-    for i in range(basis.shape[1]):
-        u = basis[:, i]
-        for v in vs:  # u' = H_{i−1}⋯H_1 u, H_1 applied first
-            u = u - 2.0 * v * (v @ u) / (v @ v)
-        vs.append(u.at[i].add(jnp.where(u[i] >= 0, 1.0, -1.0).astype(u.dtype)))
-    return jnp.stack(vs)
+    k = basis.shape[1]
+
+    def column(i: jax.Array, vs: jax.Array) -> jax.Array:
+        def reflect(j: jax.Array, u: jax.Array) -> jax.Array:  # u' = H_{i−1}⋯H_1 u, H_1 first
+            return u - 2.0 * vs[j] * (vs[j] @ u) / (vs[j] @ vs[j])
+
+        u = jax.lax.fori_loop(0, i, reflect, basis[:, i])
+        return vs.at[i].set(u.at[i].add(jnp.where(u[i] >= 0, 1.0, -1.0).astype(u.dtype)))
+
+    return jax.lax.fori_loop(0, k, column, jnp.zeros((k, basis.shape[0]), basis.dtype))
 
 
 def _wy_factors(v: jax.Array) -> tuple[jax.Array, jax.Array]:
