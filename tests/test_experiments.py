@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import os
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from lambda_hat.config import validate
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+MAX_PRODUCT = 60  # grids larger than this are checked one axis at a time (CI time)
 # Sweep keys that choose the sampler: the group itself, or a per-sampler experiment entry.
 SAMPLER_KEYS = ("sampler", "+experiment@_global_", "+experiment/samplers_compared@_global_")
 # Presets that compare a chosen subset of the samplers on purpose (the others cover every one).
@@ -49,6 +51,13 @@ def sweep_jobs(name: str) -> list[list[str]]:
     params = sweep_params(name)
     first_only = ("seed", "target_seed", "+leaderboard_budget")
     axes = [[f"{k}={v}" for v in (values[:1] if k in first_only else values)] for k, values in params.items()]
+    if math.prod(len(a) for a in axes) > MAX_PRODUCT:
+        # a large grid: every value of each axis once, the other axes at their first value (the
+        # axes set disjoint keys: sampler sizes, model, seed), in the sweep's order
+        combos = {tuple(a[0] for a in axes)}
+        for i, axis in enumerate(axes):
+            combos |= {tuple(v if j == i else a[0] for j, a in enumerate(axes)) for v in axis}
+        return [[f"+experiment={name}", *combo] for combo in sorted(combos)]
     return [[f"+experiment={name}", *combo] for combo in itertools.product(*axes)] or [[f"+experiment={name}"]]
 
 

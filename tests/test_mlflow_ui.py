@@ -136,6 +136,8 @@ def test_mlflow_ui_shows_the_sweep(small_sweep, tmp_path: Path) -> None:
         browser.get(f"{url}/#/experiments/{experiment.experiment_id}/runs/{child.info.run_id}?workflowType=machine_learning")
         body = page_shows(child.info.run_name, "llc_mean", parent.info.run_name)
         assert f"{child.data.metrics['llc_mean']:.4g}"[:4] in body
+        # About this run: the entry point as Source, with the commit beside it
+        assert "python -m lambda_hat" in body and child.data.tags["mlflow.source.git.commit"][:7] in body
         browser.save_screenshot(str(ARTIFACTS / "mlflow_ui_child_run.png"))
     finally:
         if browser is not None:

@@ -81,12 +81,19 @@ def test_report_from_the_mlflow_experiment(small_sweep, tmp_path: Path) -> None:
     assert sorted(summary["estimator"]) == ["hmc", "sgld"] and (summary["runs"] == 2).all()
 
 
-def test_report_rejects_what_it_cannot_read(tmp_path: Path) -> None:
-    proc = report_cli([str(tmp_path / "nope")], tmp_path)
-    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "no such folder" in proc.stderr
+def test_report_rejects_what_it_cannot_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lambda_hat.report.__main__ import main
+
     (tmp_path / "empty").mkdir()
-    proc = report_cli([str(tmp_path / "empty")], tmp_path)
-    assert proc.returncode == 2 and "no job folders" in proc.stderr
+    for args, says in (
+        ([str(tmp_path / "nope")], "no such folder"),
+        ([str(tmp_path / "empty")], "no job folders"),
+        ([], "give sweep folder(s) DIR or --mlflow-experiment"),
+        ([str(tmp_path / "empty"), "--level", "2"], "--level=2.0: must be in (0, 1)"),
+    ):
+        assert main([*args, "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert says in err and err.strip().count("\n") == 0, err  # one line
 
 
 def _synthetic(errors: dict[tuple[str, str], list[float]]) -> pd.DataFrame:
