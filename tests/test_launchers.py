@@ -36,8 +36,15 @@ def start_multirun(args: list[str], cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_RUN_ID": "0123456789abcdef0123456789abcdef"}
     return subprocess.Popen(
         [sys.executable, "-m", "lambda_hat", "--multirun", *SMALL, *args], cwd=cwd, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """End a multirun a failed test leaves behind, with its local jobs (one process group)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def wait_for(what: str, check: Any, timeout: float, proc: subprocess.Popen | None = None) -> Any:
@@ -96,22 +103,25 @@ def check_table_and_mlflow(cwd: Path, expected: dict[int, tuple[str, str]], ncor
     return df
 
 
+@pytest.mark.timeout(1500)
 def test_local_parallel_keeps_the_sweep_through_a_sigkill(tmp_path: Path) -> None:
     # (SIGTERM, what scancel sends, is exercised through submitit's worker by the SLURM test.)
     proc = start_multirun(["hydra/launcher=local_parallel", f"sampler.num_steps={SHORT},{LONG}"], tmp_path)
+    try:
+        def pid_of(num: int) -> int | None:
+            d = job_dir(tmp_path, num)
+            record = d / "mlflow_run.json" if d else None
+            return json.loads(record.read_text())["pid"] if record and record.exists() else None
 
-    def pid_of(num: int) -> int | None:
-        d = job_dir(tmp_path, num)
-        record = d / "mlflow_run.json" if d else None
-        return json.loads(record.read_text())["pid"] if record and record.exists() else None
-
-    killed = wait_for("job 1 to start its run", lambda: pid_of(1), 240, proc)
-    assert killed not in (os.getpid(), proc.pid)  # a process of its own
-    os.kill(killed, signal.SIGKILL)
-    out = finish(proc, 240)
-    assert proc.returncode == 0, out[-4000:]
-    df = check_table_and_mlflow(tmp_path, {0: ("ok", "FINISHED"), 1: ("killed", "KILLED")}, max(1, usable_cores() // 2))
-    assert "local job" in df.at[1, "error"]  # the launcher's word on a job that left no result
+        killed = wait_for("job 1 to start its run", lambda: pid_of(1), 420, proc)
+        assert killed not in (os.getpid(), proc.pid)  # a process of its own
+        os.kill(killed, signal.SIGKILL)
+        out = finish(proc, 420)
+        assert proc.returncode == 0, out[-4000:]
+        df = check_table_and_mlflow(tmp_path, {0: ("ok", "FINISHED"), 1: ("killed", "KILLED")}, max(1, usable_cores() // 2))
+        assert "local job" in df.at[1, "error"]  # the launcher's word on a job that left no result
+    finally:
+        stop(proc)
 
 
 def squeue(name: str) -> dict[str, str]:
@@ -121,6 +131,7 @@ def squeue(name: str) -> dict[str, str]:
 
 
 @pytest.mark.slurm
+@pytest.mark.timeout(1500)
 def test_slurm_cpu_sweep_with_a_running_and_a_pending_job_cancelled(tmp_path: Path) -> None:
     name = f"lh_test_{os.getpid()}_{int(time.time())}"
     proc = start_multirun(
@@ -129,23 +140,27 @@ def test_slurm_cpu_sweep_with_a_running_and_a_pending_job_cancelled(tmp_path: Pa
          "hydra.launcher.result_grace_s=3", f"sampler.num_steps={SHORT},{LONG},{SHORT}"],
         tmp_path,
     )  # fmt: skip
-    jobs = wait_for("the array in squeue", lambda: (lambda q: q if len(q) == 3 else None)(squeue(name)), 120, proc)
-    by_index = {int(k.split("_")[1]): k for k in jobs}
-    # Job 2 waits behind jobs 0 and 1 (two at once): cancel it before it ever runs.
-    subprocess.run(["scancel", by_index[2]], check=True)
-    wait_for("job 1 to start", lambda: job_dir(tmp_path, 1), 180, proc)
-    subprocess.run(["scancel", by_index[1]], check=True)
-    cancelled_at = time.monotonic()
-    out = finish(proc, 240)
-    assert proc.returncode == 0, out[-4000:]
-    # Bounded: SIGTERM, KillWait (10 s on the dev cluster), sacct polled every second, a 3 s grace.
-    # (The first job may still be running: the sweep ends when it does.)
-    assert time.monotonic() - cancelled_at < 180
-    df = check_table_and_mlflow(
-        tmp_path, {0: ("ok", "FINISHED"), 1: ("cancelled", "KILLED"), 2: ("cancelled", "KILLED")}, 1
-    )
-    assert "CANCELLED" in df.at[1, "error"] and "CANCELLED" in df.at[2, "error"]
-    assert not (Path(df.at[2, "output_dir"]) / "metrics.json").exists()
+    try:
+        jobs = wait_for("the array in squeue", lambda: (lambda q: q if len(q) == 3 else None)(squeue(name)), 420, proc)
+        by_index = {int(k.split("_")[1]): k for k in jobs}
+        # Job 2 waits behind jobs 0 and 1 (two at once): cancel it before it ever runs.
+        subprocess.run(["scancel", by_index[2]], check=True)
+        wait_for("job 1 to start", lambda: job_dir(tmp_path, 1), 420, proc)
+        subprocess.run(["scancel", by_index[1]], check=True)
+        cancelled_at = time.monotonic()
+        out = finish(proc, 420)
+        assert proc.returncode == 0, out[-4000:]
+        # Bounded: SIGTERM, KillWait (10 s on the dev cluster), sacct polled every second, a 3 s grace.
+        # (The first job may still be running: the sweep ends when it does.)
+        assert time.monotonic() - cancelled_at < 420
+        df = check_table_and_mlflow(
+            tmp_path, {0: ("ok", "FINISHED"), 1: ("cancelled", "KILLED"), 2: ("cancelled", "KILLED")}, 1
+        )
+        assert "CANCELLED" in df.at[1, "error"] and "CANCELLED" in df.at[2, "error"]
+        assert not (Path(df.at[2, "output_dir"]) / "metrics.json").exists()
+    finally:
+        stop(proc)
+        subprocess.run(["scancel", "--name", name], capture_output=True)
 
 
 def test_slurm_gpu_sbatch_script_has_gpu_memory_time_and_jax_env(tmp_path: Path) -> None:
