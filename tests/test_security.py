@@ -4,6 +4,7 @@ and tests/test_cache_integrity.py)."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -59,3 +60,41 @@ def test_store_loads_arrays_without_pickle() -> None:
 def test_a_config_cannot_name_other_code(override: str) -> None:
     error = check_overrides([override])
     assert error is not None and "_target_" in error
+
+
+@pytest.mark.slurm
+def test_the_slurm_dev_cluster_writes_nothing_world_writable_and_mariadb_has_no_network_port() -> None:
+    """scripts/slurm-dev-cluster.sh (started by CI before the tests): its configs, state, logs and
+    run folders are not world-writable, slurmdbd.conf (it holds the DB password) is private, and
+    MariaDB listens on its Unix socket only (no TCP port open on any address)."""
+    import stat
+
+    folders = [Path(p) for p in ("/etc/slurm", "/run/slurm", "/var/log/slurm", "/var/lib/slurm", "/run/munge", "/run/mysqld")]
+    checked = 0
+    for folder in (f for f in folders if f.exists()):
+        for path in [folder, *folder.rglob("*")]:
+            if path.is_symlink() or path.is_socket():
+                continue
+            mode = path.stat().st_mode
+            checked += 1
+            assert not mode & stat.S_IWOTH, f"{path} is world-writable ({stat.filemode(mode)})"
+    assert checked > 0
+    dbd = Path("/etc/slurm/slurmdbd.conf")
+    assert dbd.is_file() and stat.S_IMODE(dbd.stat().st_mode) & 0o077 == 0, stat.filemode(dbd.stat().st_mode)
+    # /proc/net/tcp{,6}: every listening socket (state 0A) and the inode that owns it; none is mariadbd's
+    listening = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":
+                listening.add(fields[9])
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if (proc / "comm").read_text().strip() not in ("mariadbd", "mysqld"):
+                continue
+            inodes = {os.readlink(fd).removeprefix("socket:[").rstrip("]") for fd in (proc / "fd").iterdir()}
+        except OSError:
+            continue
+        assert not inodes & listening, f"mariadbd (pid {proc.name}) listens on a TCP port"
