@@ -47,6 +47,17 @@ def job_status(state: str) -> str:
     return _STATUS.get(state.split()[0].upper() if state else "", "killed")
 
 
+def _squeue(array_id: str) -> set[str] | None:
+    """Task ids ("A_i") of the array still queued or running; None if squeue cannot tell."""
+    try:
+        out = subprocess.run(["squeue", "-h", "-r", "-j", array_id, "-o", "%i"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:  # e.g. "Invalid job id" once the whole array has left the queue
+        return set() if "Invalid job id" in out.stderr else None
+    return set(out.stdout.split())
+
+
 def _visible_gpus() -> list[int]:
     """GPU indices on this machine (nvidia-smi), or the ones CUDA_VISIBLE_DEVICES allows."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -306,15 +317,26 @@ class SlurmLauncher(_Launcher):
         log.info("SLURM job(s) %s submitted", ", ".join(j.job_id for j in submitted))
         results: list[JobReturn | None] = [None] * len(jobs)
         dead_since: dict[str, float] = {}
+        gone_since: dict[str, float] = {}
         last_poll = 0.0
         while any(r is None for r in results):
+            queued: set[str] | None = None
             if time.monotonic() - last_poll >= self.poll_s:
                 # One sacct call for every job, at a fixed pace (submitit backs off to minutes).
                 submitted[0].watcher.update()
+                queued = _squeue(submitted[0].job_id.split("_")[0])
                 last_poll = time.monotonic()
             for i, job in enumerate(submitted):
-                if results[i] is None:
-                    results[i] = self._collect(job, jobs[i], dead_since)
+                if results[i] is not None:
+                    continue
+                results[i] = self._collect(job, jobs[i], dead_since)
+                # An array task cancelled while pending can leave no sacct record (slurm 22.05):
+                # submitit would wait for it forever. Gone from squeue and unknown to sacct = ended.
+                if results[i] is None and queued is not None and job.job_id not in queued and job.state == "UNKNOWN":
+                    first = gone_since.setdefault(job.job_id, time.monotonic())
+                    if time.monotonic() - first >= self.result_grace_s:
+                        reason = f"slurm job {job.job_id}: CANCELLED (left the queue with no accounting record)"
+                        results[i] = self._ended_without_result(job, jobs[i], reason, "cancelled")
             if any(r is None for r in results):
                 time.sleep(0.5)
         return [r for r in results if r is not None]
