@@ -66,21 +66,10 @@ def _num(df: pd.DataFrame, col: str) -> pd.Series:
     return pd.to_numeric(df[col], errors="coerce").astype("float64")
 
 
-def _widths(value: Any) -> list[int] | None:
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return None
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [int(v) for v in value]
-    return None
-
-
 def target_label(row: pd.Series) -> str:
     """"DLN [5,8,6,4] r3" / "DLN [10,20,20,10]" (full rank) / the model name for other targets."""
     model = str(row.get("model") or row.get("cfg.model.name") or "target")
-    widths = _widths(row.get("cfg.model.widths"))
+    widths = aggregate.widths_of(row.get("cfg.model.widths"))
     if model == "dln" and widths:
         rank = row.get("cfg.model.true_rank")
         rank_txt = "" if pd.isna(rank) or int(rank) >= min(widths) else f" r{int(rank)}"

@@ -11,12 +11,12 @@ result of the estimator) are left out and counted in the heading line.
 
 from __future__ import annotations
 
-import json
 import math
-from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from lambda_hat.sweeps.aggregate import widths_of
 
 HEAD = (
     "| class | nets | d range | median | mean | p90 | max | ≤5% | ≤10% | median signed | diverged |\n"
@@ -29,18 +29,9 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%" if math.isfinite(x) else "inf"
 
 
-def _widths(value: Any) -> list[int] | None:
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return None
-    return [int(w) for w in value] if isinstance(value, (list, tuple, np.ndarray)) else None
-
-
 def _full_rank(row: pd.Series) -> bool | None:
     """Whether the teacher built has full product rank (its rank = the narrowest width)."""
-    widths = _widths(row.get("cfg.model.widths"))
+    widths = widths_of(row.get("cfg.model.widths"))
     rank = row.get("true_rank")
     if widths is None or rank is None or pd.isna(rank):
         requested = row.get("cfg.model.true_rank")

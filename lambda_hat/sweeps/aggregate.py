@@ -501,3 +501,15 @@ def finalize_orphan_runs(df: pd.DataFrame, *, min_idle_s: float = 0.0) -> pd.Dat
     for col in ("mlflow_run_id", "mlflow_tracking_uri", "mlflow_status"):
         df[col] = _typed(col, list(df[col]), df.index)
     return df
+
+
+def widths_of(value: Any) -> list[int] | None:
+    """A row's cfg.model.widths as a list of ints (the table stores lists as JSON text), or None."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    if isinstance(value, (list, tuple)) or hasattr(value, "tolist"):
+        return [int(w) for w in value]
+    return None
