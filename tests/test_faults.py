@@ -15,11 +15,12 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 # job 0 fine, job 1 an invalid step (passes the up-front check, which reads the first value only),
-# job 2 a step that makes both chains diverge, job 3 fine.
+# job 2 a step that makes both chains diverge, job 3 fine. Each job runs long enough (~1 s) that
+# the SIGINT sent once job 0 has finished lands while a later job still runs.
 SWEEP = [
     "--multirun", "sampler.step_size=1e-6,-1,1,2e-6", "sampler.target_mala_accept=null",
     "model.widths=[3,4,3]", "model.true_rank=1", "data.n=2000", "sampler.batch_size=100",
-    "sampler.num_steps=400", "sampler.mala_every=0", "sampler.num_chains=2", "cpu_devices=1",
+    "sampler.num_steps=100000", "sampler.mala_every=0", "sampler.num_chains=2", "cpu_devices=1",
     "plots=false", "progress=false", "mlflow.enabled=false",
 ]  # fmt: skip
 

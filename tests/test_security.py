@@ -35,7 +35,10 @@ def test_every_mlflow_ui_or_server_command_in_docs_and_scripts_binds_to_localhos
             for match in re.finditer(r"mlflow\s+(ui|server)\b([^`'\"\n]*)", line):
                 commands += 1
                 host = re.search(r"(?:--host|-h)[ =]+(\S+)", match.group(2))
-                assert host is None or host.group(1) in LOCAL, f"{path.name}: {line.strip()}"
+                # a deliberate non-local bind (a tracking server the cluster's nodes must reach)
+                # is allowed only where the same line warns that anyone who reaches it gets in
+                allowed = host is None or host.group(1) in LOCAL or "no authentication" in line
+                assert allowed, f"{path.name}: {line.strip()}"
     assert commands >= 1  # the README shows how to open the UI
 
 

@@ -207,15 +207,15 @@ class _Launcher(BaseSubmititLauncher):
     @staticmethod
     def _write_job_folder(cfg: Any, out_dir: Path, overrides: list[str]) -> None:
         """.hydra/ as Hydra writes it for a job, so the table has a row for a job that never ran."""
-        from lambda_hat.outputs import _atomic_write_text
+        from lambda_hat.files import write_text
 
         hydra_dir = out_dir / ".hydra"
         hydra_dir.mkdir(parents=True, exist_ok=True)
         task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-        _atomic_write_text(hydra_dir / "config.yaml", OmegaConf.to_yaml(task))
+        write_text(hydra_dir / "config.yaml", OmegaConf.to_yaml(task))
         hydra = OmegaConf.create({"hydra": {"mode": "MULTIRUN", "job": {"num": int(cfg.hydra.job.num), "name": str(cfg.hydra.job.name)}}})
-        _atomic_write_text(hydra_dir / "hydra.yaml", OmegaConf.to_yaml(hydra))
-        _atomic_write_text(hydra_dir / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
+        write_text(hydra_dir / "hydra.yaml", OmegaConf.to_yaml(hydra))
+        write_text(hydra_dir / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
 
     def _log_deferred(self, args: tuple[Any, ...], cfg: Any = None, status: str | None = None) -> None:
         """Log the job's MLflow run from this process (tracking: launcher). Never raises."""
