@@ -104,6 +104,7 @@ def _tuning(make_cfg, cache: Path, sampler: str, **knob) -> tuple[float, float, 
         return float(warm.params["L"]), float(warm.params["step_size"]), float(warm.fge)
 
 
+@pytest.mark.slow  # ~100 s on 2 cores (one MCLMC tuning per knob); CI time is kept under 20 min
 @pytest.mark.parametrize("sampler", ["mclmc", "adjusted_mclmc"])
 def test_every_mclmc_knob_changes_the_tuning(make_cfg, tmp_path: Path, sampler: str) -> None:
     # Upstream tools exposed MCLMC knobs that were silently ignored; each of ours must matter.
@@ -207,6 +208,7 @@ def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow  # ~60 s; the fast tests/test_reproducibility.py covers a float64 job before a float32 one
 def test_mixed_precision_multirun_matches_separate_runs(tmp_path: Path) -> None:
     """x64 from a float64 job must not leak into the next job of Hydra's (in-process) basic launcher."""
     common = [*SMALL, "mlflow.enabled=false", "sampler.num_chains=2"]
