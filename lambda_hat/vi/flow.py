@@ -40,7 +40,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import solve_triangular
 
 from lambda_hat.config import ConfigError, MissingExtraError
 
@@ -53,6 +52,7 @@ try:
 except ImportError as e:  # the optional extra `vi` is not installed
     raise MissingExtraError("vi=flow", "vi") from e
 
+from lambda_hat.vi import small_linalg  # noqa: E402
 from lambda_hat.vi.base import Params, VIFamily  # noqa: E402  (after the extra's check)
 
 
@@ -81,7 +81,7 @@ def _wy_factors(v: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(V, T⁻¹) of the compact WY form H_1⋯H_k = I − Vᵀ T⁻¹ V (module docstring)."""
     gram = v @ v.T
     t = jnp.triu(gram, 1) + jnp.diag(jnp.diag(gram)) / 2
-    return v, solve_triangular(t, jnp.eye(t.shape[0], dtype=t.dtype), lower=False)
+    return v, small_linalg.solve_upper(t, jnp.eye(t.shape[0], dtype=t.dtype))  # not LAPACK: see small_linalg
 
 
 class HouseholderProduct(fb.AbstractBijection):

@@ -28,9 +28,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import logsumexp
 
+from lambda_hat.vi import small_linalg
 from lambda_hat.vi.base import LogDensity, Params, VIFamily
 
 
@@ -41,8 +41,8 @@ def component_logpdf(mu: jax.Array, log_sd: jax.Array, factor: jax.Array, z: jax
     d_inv = jnp.exp(-2.0 * log_sd)
     u = x * d_inv
     c = jnp.eye(r, dtype=z.dtype) + factor.T @ (factor * d_inv[:, None])
-    chol = jnp.linalg.cholesky(c)
-    y = solve_triangular(chol, factor.T @ u, lower=True)
+    chol = small_linalg.cholesky(c)  # not jnp.linalg: see small_linalg
+    y = small_linalg.solve_lower(chol, factor.T @ u)
     quad = x @ u - y @ y
     log_det = 2.0 * jnp.sum(log_sd) + 2.0 * jnp.sum(jnp.log(jnp.diag(chol)))
     return -0.5 * (quad + log_det + d * math.log(2.0 * math.pi))
@@ -56,7 +56,7 @@ def component_logpdf_precision(mu: jax.Array, log_sd: jax.Array, factor: jax.Arr
     c = jnp.eye(r, dtype=z.dtype) + factor.T @ (factor * var[:, None])
     v = factor.T @ x
     quad = jnp.sum(x * x / var) + v @ v
-    log_det_precision = -2.0 * jnp.sum(log_sd) + 2.0 * jnp.sum(jnp.log(jnp.diag(jnp.linalg.cholesky(c))))
+    log_det_precision = -2.0 * jnp.sum(log_sd) + 2.0 * jnp.sum(jnp.log(jnp.diag(small_linalg.cholesky(c))))
     return 0.5 * (log_det_precision - quad - d * math.log(2.0 * math.pi))
 
 
@@ -87,7 +87,7 @@ def _draw(params: Params, mask: jax.Array, m: jax.Array, key: jax.Array, num: in
     y = jnp.exp(-log_sd) * eps1 + eps2 @ factor.T  # (num, d)
     c = jnp.eye(factor.shape[1], dtype=mu.dtype) + factor.T @ (factor * var[:, None])
     ey = y * var
-    corr = jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(c), True), (ey @ factor).T).T  # (num, r)
+    corr = small_linalg.cho_solve(small_linalg.cholesky(c), (ey @ factor).T).T  # (num, r)
     return mu + ey - (corr @ factor.T) * var
 
 
