@@ -167,6 +167,11 @@ class LangevinConfig(SGMCMCConfig):
 
     target_mala_accept: Optional[float] = 0.95
     num_tune: int = 1000
+    # Half, not Lau et al.'s 90%: the tuning steps already carry the chain away from w* (sampling
+    # continues the tuned chain), so the first half suffices as burn-in and the estimate averages
+    # 5x the draws. Same 43 ~1k / 20 ~10k nets, same chains: median |λ̂/λ - 1| 2.9% -> 1.7% and
+    # 1.8% -> 1.0% (README, Accuracy). sgld_lau keeps 0.9.
+    burnin_fraction: float = 0.5
     max_bias: Optional[float] = 0.01  # null: no cap (the MALA target alone)
     mala_every: int = 100  # MALA acceptance diagnostic every k steps (0 = off)
 

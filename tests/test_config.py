@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from lambda_hat.app import check_overrides
+from lambda_hat.app import check_overrides, compose_config
 from tests.conftest import run_cli
 from lambda_hat.config import (
     AdamSGLDConfig,
@@ -139,6 +139,18 @@ def test_lau_protocol_preset_keeps_the_fixed_step(make_cfg) -> None:
     assert make_cfg("sampler=sgld").sampler.target_mala_accept == 0.95  # tuned by default
     lau = make_cfg("sampler=sgld_lau").sampler
     assert lau.target_mala_accept is None and lau.step_size == 5e-7 and lau.num_steps == 10000
+    assert lau.burnin_fraction == 0.9  # their last 10%
+
+
+def test_tuned_langevin_presets_keep_the_last_half() -> None:
+    """The tuning steps already carried the chain off w*, so half the run is burn-in (issue 10)."""
+    from lambda_hat.config import burnin_steps
+
+    for name in ("sgld", "rmsprop_sgld", "adam_sgld"):
+        sampler = compose_config([f"sampler={name}", "sampler.num_steps=3000"]).sampler
+        assert sampler.target_mala_accept is not None and burnin_steps(sampler) == 1500, name
+    accuracy = compose_config(["+experiment=accuracy_1k", "model.index=0"]).sampler
+    assert accuracy.num_chains == 1 and burnin_steps(accuracy) == 5000
 
 
 def test_burnin_follows_the_run_length_unless_given() -> None:
