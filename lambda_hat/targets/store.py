@@ -71,7 +71,9 @@ def _load(entry: Path, tid: str, spec: Mapping[str, Any]) -> tuple[Arrays, Meta]
         return f"unreadable ({type(e).__name__}: {' '.join(str(e).split())[:200]})"
     if not isinstance(meta, dict) or meta.get("target_id") != tid or _spec_text(meta.get("spec")) != _spec_text(spec):
         return "its meta.json names another target"
-    if meta.get("arrays_sha256") != arrays_sha256(arrays):
+    if "arrays_sha256" not in meta:
+        return "it records no sha256 of its arrays (written by an older lambda_hat)"
+    if meta["arrays_sha256"] != arrays_sha256(arrays):
         return "its arrays do not match the recorded sha256"
     return arrays, meta
 
