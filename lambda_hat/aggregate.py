@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-rows", type=int, default=50, metavar="N", help="rows of the printed table (default 50)")
     p.add_argument("--accuracy", action="store_true",
                    help="print the accuracy table against the known λ (DIR may also be a llc_runs.parquet)")  # fmt: skip
+    p.add_argument("--by", metavar="COLUMN",
+                   help="with --accuracy: also one row per value of this table column (e.g. cfg.model.generator_seed)")  # fmt: skip
     p.add_argument("--compare", action="store_true",
                    help="print a sampler comparison per target (λ̂ ± se, rel. error, max |z|, ESS, R-hat, health)")  # fmt: skip
     return p
@@ -60,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail("give a sweep folder DIR (or --mlflow-experiment NAME --out FILE)")
     if args.tracking_uri and not args.mlflow_experiment:
         return fail("--tracking-uri goes with --mlflow-experiment")
+    if args.by and not args.accuracy:
+        return fail("--by goes with --accuracy")
     if args.out is None and not args.accuracy and (args.mlflow_experiment or len(args.dirs) > 1):
         return fail("--out FILE is needed with " + ("--mlflow-experiment" if args.mlflow_experiment else "several DIRs"))
     logging.basicConfig(level=logging.INFO, format=f"{PROG}: %(message)s")
@@ -75,7 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         missing = [d for d in args.dirs if not Path(d).is_file()]
         if missing:
             return fail(f"{missing[0]}: no such file")
-        print(accuracy_table(pd.concat([pd.read_parquet(d) for d in args.dirs], ignore_index=True)))
+        try:
+            print(accuracy_table(pd.concat([pd.read_parquet(d) for d in args.dirs], ignore_index=True), args.by))
+        except ValueError as e:
+            return fail(str(e))
         return 0
     if args.mlflow_experiment:
         try:
@@ -102,7 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.accuracy:
         from lambda_hat.sweeps.accuracy import accuracy_table
 
-        print(accuracy_table(df))
+        try:
+            print(accuracy_table(df, args.by))
+        except ValueError as e:
+            return fail(str(e))
     elif args.compare:
         print(_compare(df))
     else:

@@ -104,3 +104,20 @@ def test_aggregate_cli_prints_the_accuracy_table_of_a_parquet(tmp_path: Path, ca
     out = capsys.readouterr().out
     assert "| **~1k params** | 6 |" in out and "| … reduced rank | 2 |" in out
     assert cli.main(["--accuracy", str(tmp_path / "missing.parquet")]) == 2
+
+
+def test_accuracy_table_by_a_column(tmp_path: Path, capsys: Any) -> None:
+    """--by splits each class into one row per value (here: nets drawn by two generator seeds)."""
+    df = _synthetic_table()
+    df["cfg.model.generator_seed"] = [0, 0, 0, 1, 1, 1, 0, 0]
+    lines = accuracy_table(df, "cfg.model.generator_seed").splitlines()
+    # seed 0: |errors| 1, 3, 8 -> median 3.0%; seed 1: inf, 2, 20 -> median 20.0%, one diverged
+    assert "| … generator_seed = 0 | 3 | 500–700 | 3.0% | 4.0% | 8.0% | 8.0% | 67% | 100% | 1.0% | 0 |" in lines
+    assert "| … generator_seed = 1 | 3 | 800–1000 | 20.0% | inf | inf | inf | 33% | 33% | -9.0% | 1 |" in lines
+    path = tmp_path / "llc_runs.parquet"
+    df.astype({"cfg.model.size_class": object}).to_parquet(path)
+    assert cli.main(["--accuracy", "--by", "cfg.model.generator_seed", str(path)]) == 0
+    assert "generator_seed = 1" in capsys.readouterr().out
+    assert cli.main(["--accuracy", "--by", "cfg.model.nope", str(path)]) == 2
+    assert "--by cfg.model.nope: no such column" in capsys.readouterr().err
+    assert cli.main(["--by", "cfg.model.generator_seed", str(path)]) == 2  # only with --accuracy

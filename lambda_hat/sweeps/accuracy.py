@@ -54,8 +54,9 @@ def summary_row(label: str, part: pd.DataFrame) -> str:
     )
 
 
-def accuracy_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """Per job: size class, d, full rank (bool or None), signed relative error (NaN = none)."""
+def accuracy_frame(df: pd.DataFrame, by: str | None = None) -> pd.DataFrame:
+    """Per job: size class, d, full rank (bool or None), signed relative error (NaN = none) and,
+    with ``by``, that column's value (the group)."""
     rows = []
     for _, row in df.iterrows():
         truth = row.get("llc_true")
@@ -69,13 +70,17 @@ def accuracy_frame(df: pd.DataFrame) -> pd.DataFrame:
             "d": row.get("d"),
             "full_rank": _full_rank(row),
             "rel_error": float(rel) if ok else math.nan,
+            "group": None if by is None else row.get(by),
         })  # fmt: skip
-    return pd.DataFrame(rows, columns=["size_class", "d", "full_rank", "rel_error"])
+    return pd.DataFrame(rows, columns=["size_class", "d", "full_rank", "rel_error", "group"])
 
 
-def accuracy_table(df: pd.DataFrame) -> str:
-    """Markdown: per size class one row for all nets, then full-rank and reduced-rank nets apart."""
-    acc = accuracy_frame(df)
+def accuracy_table(df: pd.DataFrame, by: str | None = None) -> str:
+    """Markdown: per size class one row for all nets, then full-rank and reduced-rank nets apart;
+    with ``by`` (a table column, e.g. cfg.model.generator_seed), then one row per value of it."""
+    if by is not None and by not in df.columns:
+        raise ValueError(f"--by {by}: no such column in the table (columns: {', '.join(sorted(map(str, df.columns)))[:400]})")
+    acc = accuracy_frame(df, by)
     killed = int((df["status"] == "killed").sum()) if "status" in df else 0
     unknown = len(df) - len(acc) - killed
     left_out = [f"{unknown} without a known λ"] * bool(unknown) + [f"{killed} killed or unfinished"] * bool(killed)
@@ -86,4 +91,8 @@ def accuracy_table(df: pd.DataFrame) -> str:
         for label, mask in (("full rank", part["full_rank"] == True), ("reduced rank", part["full_rank"] == False)):  # noqa: E712
             if mask.any():
                 lines.append(summary_row(f"… {label}", part[mask]))
+        if by is not None:
+            name = by.rsplit(".", 1)[-1]
+            for value in sorted(part["group"].dropna().unique()):
+                lines.append(summary_row(f"… {name} = {value}", part[part["group"] == value]))
     return "\n".join(lines)
