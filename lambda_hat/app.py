@@ -12,6 +12,7 @@ import sys
 import traceback
 from pathlib import Path
 from collections.abc import Sequence
+from typing import Any
 
 import hydra
 from hydra import compose, initialize_config_dir
@@ -19,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lambda_hat.config import RENAMED_KEYS, ConfigError, register_configs, validate
@@ -176,23 +177,24 @@ def check_overrides(argv: list[str]) -> str | None:
     if error is not None:
         return error
     parsed = OverridesParser.create().parse_overrides(overrides)
-    single: list[str] = []
+    config_dir = flags.get("--config-dir") or flags.get("-cd") or flags.get("--config-path") or flags.get("-cp")
+    config_name = flags.get("--config-name") or flags.get("-cn") or "config"
     try:
+        first_values: dict[str, str] = {}  # key -> its override with the first value of a sweep
         for ov in parsed:
             key = ov.get_key_element()
             if ov.is_sweep_override():
                 preflight.check_sweep(key, ov.value())
                 if key.startswith("hydra"):
                     continue
-                try:
-                    first = next(iter(ov.sweep_string_iterator()))
-                except Exception:  # interval sweeps (Optuna) have no discrete values
-                    continue
-                single.append(f"{key}={first}")
+                first = _first_value(ov)
+                if first is not None:
+                    first_values[key] = f"{key}={first}"
             else:
-                single.append(ov.input_line)
-        config_dir = flags.get("--config-dir") or flags.get("-cd") or flags.get("--config-path") or flags.get("-cp")
-        config_name = flags.get("--config-name") or flags.get("-cn") or "config"
+                first_values[key] = ov.input_line
+        single = list(first_values.values())
+        if multirun:
+            single = _first_job(parsed, first_values, config_dir, config_name)
         error = _check_vi_options(single, config_dir, config_name)
         if error is not None:
             return error
@@ -211,6 +213,49 @@ def check_overrides(argv: list[str]) -> str | None:
             last_error = e
             return str(e)
     return None
+
+
+def _first_value(ov: Any) -> str | None:
+    """The first value of a discrete sweep override; None for an interval (Optuna) sweep."""
+    try:
+        return next(iter(ov.sweep_string_iterator()))
+    except Exception:  # interval sweeps have no discrete values
+        return None
+
+
+def _first_job(parsed: list[Any], first_values: dict[str, str], config_dir: str | None, config_name: str) -> list[str]:
+    """The overrides of a multirun's first job, in the order Hydra's sweeper gives them: the
+    config's hydra.sweeper.params first (a command-line value replacing the config's in its
+    place), then the rest of the command line. The order matters where a preset's defaults
+    interpolate another swept key (the leaderboard's sampler entries read its budget), so
+    `'+experiment@_global_=choice(leaderboard/hmc)'` with the preset's budget sweep is valid."""
+    # As Hydra composes a multirun: without the sweeps; and only the choices of configs (plus
+    # hydra.*), so that a typo in a value is reported by the full check, in its own words.
+    choices = [
+        ov.input_line for ov in parsed
+        if not ov.is_sweep_override() and ("." not in ov.get_key_element() or ov.get_key_element().startswith("hydra."))
+    ]  # fmt: skip
+    try:
+        base = compose_config(choices, config_dir=config_dir, config_name=config_name, return_hydra_config=True)
+        params = OmegaConf.select(base, "hydra.sweeper.params") or {}
+    except (HydraException, OmegaConfBaseException, ConfigError):
+        return list(first_values.values())  # the full check reports what is wrong
+    rest, ordered = dict(first_values), []
+    for key, value in params.items():
+        if key in rest:
+            ordered.append(rest.pop(key))
+            continue
+        try:
+            (ov,) = OverridesParser.create().parse_overrides([f"{key}={value}"])
+        except HydraException:
+            continue  # the sweeper reports its own params
+        if str(key).startswith("hydra"):
+            continue
+        if not ov.is_sweep_override():
+            ordered.append(f"{key}={value}")
+        elif (first := _first_value(ov)) is not None:
+            ordered.append(f"{key}={first}")
+    return ordered + list(rest.values())
 
 
 def _check_vi_options(overrides: list[str], config_dir: str | None, config_name: str) -> str | None:

@@ -192,3 +192,12 @@ def test_validating_a_command_line_does_not_start_jax() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_a_multirun_is_checked_as_hydra_orders_its_first_job() -> None:
+    """The preset's swept keys come first, in its order (the leaderboard's sampler entries read
+    the swept budget), so one sampler at every budget level passes the up-front check."""
+    one_sampler = ["--multirun", "+experiment=leaderboard", "+experiment@_global_=choice(leaderboard/rmsprop_sgld)"]
+    assert check_overrides(one_sampler) is None
+    error = check_overrides([*one_sampler, "sampler.decai=0.9"])
+    assert error is not None and error.startswith("sampler.decai: unknown key")
