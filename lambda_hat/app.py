@@ -459,11 +459,23 @@ def main() -> None:
 
     table = callbacks.last_summary  # set by AggregateCallback in the launching process, any launcher
     failed = max(len(_failed_jobs), table["failed"] if table else 0)
+    # Jobs ended from outside (SIGKILL, scancel, a time limit) left no result either: a script
+    # chaining on this command must see it, as for a failed job (their rows say which).
+    ended: dict[str, int] = {}
+    if table:
+        from lambda_hat.sweeps.aggregate import ENDED_BY_SIGNAL
+
+        ended = {k: int(table.get(k, 0)) for k in ENDED_BY_SIGNAL}
+    unfinished = sum(ended.values())
     search = sys.modules.get("lambda_hat.sweeps.optuna_sweeper")
-    if failed and search is not None and search.search_ran:
-        print(f"lambda_hat: {failed} trial(s) failed (recorded as FAIL in the study)", file=sys.stderr)
+    if (failed or unfinished) and search is not None and search.search_ran:
+        print(f"lambda_hat: {failed + unfinished} trial(s) failed (recorded as FAIL in the study)", file=sys.stderr)
         return
-    if failed:
+    if failed or unfinished:
         where = f"; see {table['path']}" if table else ""
-        print(f"lambda_hat: error: {failed} job(s) of the sweep failed{where}", file=sys.stderr)
+        parts = [f"{failed} job(s) of the sweep failed"] * bool(failed)
+        if unfinished:
+            what = ", ".join(f"{n} {k}" for k, n in ended.items() if n)
+            parts.append(f"{unfinished} job(s) of the sweep ended before finishing ({what})")
+        print(f"lambda_hat: error: {'; '.join(parts)}{where}", file=sys.stderr)
         sys.exit(1)
