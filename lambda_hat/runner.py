@@ -73,6 +73,18 @@ def prepare(cfg: DictConfig, target: Target | None = None) -> tuple[Target, Post
 
 
 @functools.cache  # importlib.metadata reads the installed distributions: once per process
+def _target_name(model: Any) -> str:
+    """A short name of the target for run names (MLflow's runs list, plot titles): the DLN's
+    widths and rank, the random DLN's class/seed/index, else the model's name; so the children of
+    a sweep over targets are told apart at a glance."""
+    if model.name == "dln":
+        rank = f"r{model.true_rank}" if model.get("true_rank") is not None else ""
+        return "dln[" + ",".join(str(w) for w in model.widths) + "]" + rank
+    if model.name == "dln_random":
+        return f"dln_random-{model.size_class}-g{model.generator_seed}-{model.index}"
+    return str(model.name)
+
+
 def version_tags() -> dict[str, str]:
     """Versions that change the numbers (README: reproducibility), as MLflow tags."""
     from importlib.metadata import PackageNotFoundError, version
@@ -223,7 +235,7 @@ def run(cfg: DictConfig, out_dir: Path, launch_dir: Path, run_tags: dict[str, st
     spec = registry.get(s.name)
     variational = spec.family == "variational"
     label = f"{s.name}-{cfg.vi.name}" if variational else s.name  # e.g. vi-mfa
-    run_name = f"{label}-{cfg.model.name}-seed{cfg.seed}"
+    run_name = f"{label}-{_target_name(cfg.model)}-seed{cfg.seed}"
     record = out_dir / "mlflow_run.json"
     tags = {**version_tags(), "lambda_hat.output_dir": str(out_dir.resolve()), **(run_tags or {})}
     with tracking.mlflow_run(cfg, launch_dir, run_name, started_wall, record, tags) as tracked:

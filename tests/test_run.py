@@ -106,3 +106,12 @@ def test_summary_line_shows_warmup_time_when_there_was_one() -> None:
     assert "warm-up" not in summary_line(m)
     line = summary_line({**m, "warmup_time_s": 98.4})
     assert "warm-up 98.40s + sampling 105.80s + compile 3.80s" in line and line.startswith("λ̂ = 8.100 ± 0.200")
+
+
+def test_run_names_tell_targets_apart(make_cfg) -> None:
+    """A sweep's children over several targets differ by name in MLflow's runs list."""
+    from lambda_hat.runner import _target_name
+
+    assert _target_name(make_cfg("model.widths=[5,8,6,4]", "model.true_rank=3").model) == "dln[5,8,6,4]r3"
+    assert _target_name(make_cfg("model.widths=[6,10,10,6]", "model.true_rank=null").model) == "dln[6,10,10,6]"
+    assert _target_name(make_cfg("model=mlp").model) == "mlp"
