@@ -77,6 +77,8 @@ _VALUE_FLAGS = {
     "--cfg", "-c", "--package", "-p", "--info", "-i",
 }  # fmt: skip
 _PASS_THROUGH = {"--hydra-help", "--shell-completion", "-sc", "--version", "--experimental-rerun"}
+# Hydra's mutually exclusive modes, by flag spelling.
+_MODE_FLAGS = {"--run": "run", "-r": "run", "--multirun": "multirun", "-m": "multirun", "--cfg": "cfg", "-c": "cfg", "--info": "info", "-i": "info"}
 
 
 def _split_argv(argv: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -162,6 +164,12 @@ def check_overrides(argv: list[str]) -> str | None:
     flags, overrides = _split_argv(argv)
     if any(f in _PASS_THROUGH for f in flags):
         return None
+    modes = [f for f in flags if f in _MODE_FLAGS]
+    if len({_MODE_FLAGS[f] for f in modes}) > 1:  # Hydra's own answer is a ValueError traceback
+        return (
+            f"{' and '.join(modes)}: Hydra runs one of --run, --multirun, --cfg and --info at a time; "
+            "to see a sweep job's config, give that job's single values with --cfg job (no --multirun)"
+        )
     for ov in overrides:
         error = _parse_one(ov)
         if error is not None:

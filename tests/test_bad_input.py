@@ -69,6 +69,7 @@ CASES: list[tuple[list[str], str, str]] = [
     # sweeps and Optuna search spaces: empty or inverted
     (["-m", "sampler.num_chains=range(5,1)"], "sampler.num_chains", "no values"),
     (["-m", "seed=0,1", "sampler.num_chains=0,4"], "sampler.num_chains", "> 0"),
+    (["-m", "seed=0,1", "--cfg", "job"], "-m and --cfg", "one of --run, --multirun, --cfg and --info"),
     ([*OPTUNA, "sampler.step_size=interval(1e-4,1e-9)"], "sampler.step_size", "low < high"),
     ([*OPTUNA, "hydra.sweeper.params.posterior.gamma=tag(log,interval(0,1))"], "posterior.gamma", "low > 0"),
     ([*OPTUNA, "hydra.sweeper.params.sampler.batch_size=choice()"], "sampler.batch_size", "empty choice"),
