@@ -16,12 +16,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # job 0 fine, job 1 an invalid step (passes the up-front check, which reads the first value only),
-# job 2 a step that makes both chains diverge, job 3 fine. Each job runs long enough (~1 s) that
-# the SIGINT sent once job 0 has finished lands while a later job still runs.
+# job 2 a step that makes both chains diverge, job 3 fine. The SIGINT is sent once job 3's folder
+# exists, and each job samples for a few seconds, so it lands while job 3 runs.
 SWEEP = [
     "--multirun", "sampler.step_size=1e-6,-1,1,2e-6", "sampler.target_mala_accept=null",
     "model.widths=[3,4,3]", "model.true_rank=1", "data.n=2000", "sampler.batch_size=100",
-    "sampler.num_steps=100000", "sampler.mala_every=0", "sampler.num_chains=2", "cpu_devices=1",
+    "sampler.num_steps=300000", "sampler.mala_every=0", "sampler.num_chains=2", "cpu_devices=1",
     "plots=false", "progress=false", "mlflow.enabled=false",
 ]  # fmt: skip
 
@@ -33,15 +33,16 @@ def _start(args: list[str], cwd: Path) -> subprocess.Popen:
     )
 
 
-# slow: with compiled programs reused across jobs and a warm XLA cache the later jobs can all end
-# before the SIGINT lands (then the sweep exits 1, not 130); a robust trigger is left to do.
+# slow (~60 s): it passed 4 times of 5 with this trigger; the one failure, at load ~4, was not
+# diagnosed, so it stays out of the default run.
 @pytest.mark.slow
 def test_ctrl_c_keeps_finished_jobs_and_resume_runs_only_the_rest(tmp_path: Path) -> None:
     first = _start(SWEEP, tmp_path)
     deadline = time.time() + 240
-    while not list(tmp_path.glob("multirun/*/*/0/metrics.json")):
+    # Not on job 0's metrics.json: jobs 1 and 2 fail at once and job 3 could end before the signal.
+    while not list(tmp_path.glob("multirun/*/*/3")):
         assert first.poll() is None and time.time() < deadline, first.communicate()[1][-3000:]
-        time.sleep(0.2)
+        time.sleep(0.05)
     first.send_signal(signal.SIGINT)
     out, err = first.communicate(timeout=120)
     assert first.returncode == 130 and "Traceback" not in err, err[-3000:]
