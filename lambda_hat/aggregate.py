@@ -21,7 +21,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 from pathlib import Path
 
 PROG = "lambda_hat.aggregate"
@@ -74,16 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.accuracy and args.dirs and all(d.endswith(".parquet") for d in args.dirs):
         import pandas as pd
 
-        from lambda_hat.sweeps.accuracy import accuracy_table
-
         missing = [d for d in args.dirs if not Path(d).is_file()]
         if missing:
             return fail(f"{missing[0]}: no such file")
-        try:
-            print(accuracy_table(pd.concat([pd.read_parquet(d) for d in args.dirs], ignore_index=True), args.by))
-        except ValueError as e:
-            return fail(str(e))
-        return 0
+        return _print_accuracy(pd.concat([pd.read_parquet(d) for d in args.dirs], ignore_index=True), args.by, fail)
     if args.mlflow_experiment:
         try:
             df = aggregate.from_mlflow(args.mlflow_experiment, args.tracking_uri)
@@ -107,16 +102,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = (args.out if args.out is not None else Path(args.dirs[0]) / aggregate.TABLE_NAME).resolve()
         print(aggregate.summary_line(df, aggregate.write_table(out.parent, df, out.name)))
     if args.accuracy:
-        from lambda_hat.sweeps.accuracy import accuracy_table
-
-        try:
-            print(accuracy_table(df, args.by))
-        except ValueError as e:
-            return fail(str(e))
-    elif args.compare:
+        return _print_accuracy(df, args.by, fail)
+    if args.compare:
         print(_compare(df))
     else:
         print(aggregate.markdown_table(df, max_rows=args.max_rows))
+    return 0
+
+
+def _print_accuracy(df: Any, by: str | None, fail: Callable[[str], int]) -> int:
+    """Print the accuracy table (``--by``: a row per value of that column); 2 if no such column."""
+    from lambda_hat.sweeps.accuracy import accuracy_table
+
+    try:
+        print(accuracy_table(df, by))
+    except ValueError as e:
+        return fail(str(e))
     return 0
 
 

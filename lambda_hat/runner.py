@@ -72,19 +72,17 @@ def prepare(cfg: DictConfig, target: Target | None = None) -> tuple[Target, Post
     return target, posterior
 
 
-@functools.cache  # importlib.metadata reads the installed distributions: once per process
 def _target_name(model: Any) -> str:
-    """A short name of the target for run names (MLflow's runs list, plot titles): the DLN's
-    widths and rank, the random DLN's class/seed/index, else the model's name; so the children of
-    a sweep over targets are told apart at a glance."""
+    """A short name of the target for run names (MLflow's runs list, plot titles): a DLN's widths
+    and rank (model=dln_random resolves to one too), else the model's name; so the children of a
+    sweep over targets are told apart at a glance."""
     if model.name == "dln":
         rank = f"r{model.true_rank}" if model.get("true_rank") is not None else ""
         return "dln[" + ",".join(str(w) for w in model.widths) + "]" + rank
-    if model.name == "dln_random":
-        return f"dln_random-{model.size_class}-g{model.generator_seed}-{model.index}"
     return str(model.name)
 
 
+@functools.cache  # importlib.metadata reads the installed distributions: once per process
 def version_tags() -> dict[str, str]:
     """Versions that change the numbers (README: reproducibility), as MLflow tags."""
     from importlib.metadata import PackageNotFoundError, version
