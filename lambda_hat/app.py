@@ -59,6 +59,8 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(cause, OmegaConfBaseException):
         key = getattr(cause, "full_key", None) or "?"
         msg = str(getattr(cause, "msg", "") or cause).splitlines()[0]
+        if str(key).startswith("model.args.") and "not in struct" in msg:  # a factory's keyword argument
+            return f"{key}: a new factory argument; add it with a '+': +{key}=VALUE"
         obj = getattr(cause, "object_type", None)
         if "not in" in msg and obj is not None and dataclasses.is_dataclass(obj):
             leaf = str(key).rsplit(".", 1)[-1]
@@ -209,6 +211,13 @@ def check_overrides(argv: list[str]) -> str | None:
         cfg = compose_config(single, config_dir=config_dir, config_name=config_name, return_hydra_config=True)
         validate(cfg)
         preflight.check_hydra(cfg, multirun)
+        if cfg.model.name == "user":  # the user's factory, checkpoint, data and loss, in one line
+            from lambda_hat.devices import configure_cpu_devices
+
+            configure_cpu_devices(cfg.cpu_devices)  # before the runner's imports start JAX
+            from lambda_hat.runner import check_user_target
+
+            check_user_target(cfg)
     except (HydraException, OmegaConfBaseException, ConfigError) as e:
         last_error = e
         return describe_error(e)

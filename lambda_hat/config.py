@@ -78,7 +78,22 @@ class PolynomialModelConfig:
     exponents: list[int] = field(default_factory=lambda: [1, 2])
 
 
+@dataclass
+class UserModelConfig:
+    """Your own network (lambda_hat.targets.user): ``factory`` names a function "pkg.module:function"
+    returning a lambda_hat.Target; it is called with ``args`` as keyword arguments. ``checkpoint``
+    loads other weights into the factory's parameters (same structure, shapes and dtypes)."""
+
+    name: str = "user"
+    factory: Optional[str] = None  # "pkg.module:function"; only that module is imported
+    args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the factory
+    checkpoint: Optional[str] = None  # a file or folder of weights for w*
+    checkpoint_format: str = "auto"  # auto (from the file) | npz | safetensors | orbax | equinox | torch
+
+
 ACTIVATIONS = ("tanh", "relu", "gelu", "sigmoid", "identity")
+FACTORY_PATTERN = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$"  # pkg.module:function
+CHECKPOINT_FORMATS = ("auto", "npz", "safetensors", "orbax", "equinox", "torch")
 TEACHERS = ("top", "first_layer", "truncate_layers")
 
 # ---------------------------------------------------------------- data
@@ -109,6 +124,22 @@ class PosteriorConfig:
     # cost independent of n. false = sum over the rows, as a nonlinear model must (to time
     # full-batch samplers as they would scale). Minibatch losses always use rows.
     gram_loss: bool = True
+    # Full-data losses (L_n(w*), full-batch samplers' gradients, VI's final estimate) are summed
+    # over chunks of this many rows, so memory stays bounded whatever n is.
+    eval_batch_size: int = 65536
+    # Which n enters nβ = n·beta0/log n: "n" (the data's size, Watanabe's WBIC temperature, the
+    # default) or "batch_size" (devinterp's default: B·beta0/log B with B the minibatch size).
+    nbeta_from: str = "n"
+    # Check that w* is a local minimum (full-data gradient and one Newton step along it, ~4
+    # full-data gradients) and warn when it is not (lambda_hat.health).
+    check_minimum: bool = True
+    # Minibatch samplers record L_b(w) − L_b(w*) + L_n(w*) per draw (the same rows at w* as a
+    # control variate: same mean, far less noise where the loss at w* is not ~0; posterior.py).
+    # false = L_b(w) alone (devinterp's estimator).
+    control_variate: bool = True
+
+
+NBETA_FROM = ("n", "batch_size")
 
 
 # ---------------------------------------------------------------- training (trained targets)
@@ -455,6 +486,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "dln_random": RandomDLNModelConfig,
         "mlp": MLPModelConfig,
         "polynomial": PolynomialModelConfig,
+        "user": UserModelConfig,
     },
     "data": {"data": DataConfig},
     "posterior": {"posterior": PosteriorConfig},
@@ -592,6 +624,19 @@ def _validate_random_dln(cfg: DictConfig) -> None:
     )  # fmt: skip
 
 
+def _validate_user(cfg: DictConfig) -> None:
+    """model=user: the factory's form (it is imported when the target is built) and the checkpoint format."""
+    import re
+
+    factory = cfg.model.factory
+    if factory is not None:  # None: lambda_hat.estimate passes the target itself
+        _require(
+            re.match(FACTORY_PATTERN, str(factory)) is not None, "model.factory", factory,
+            "must name a function as PKG.MODULE:FUNCTION (e.g. mypkg.nets:make_target)",
+        )  # fmt: skip
+    _one_of(cfg, "model.checkpoint_format", CHECKPOINT_FORMATS)
+
+
 def validate(cfg: DictConfig) -> None:
     """Check ranges and cross-field constraints; raise ConfigError on the first violation."""
     check_known_keys(cfg)
@@ -603,6 +648,8 @@ def validate(cfg: DictConfig) -> None:
 
     if "size_class" in model:
         _validate_random_dln(cfg)
+    if model.name == "user":
+        _validate_user(cfg)
     if model.name == "polynomial":
         exps = list(model.exponents)
         _require(len(exps) >= 1 and all(p >= 1 for p in exps), "model.exponents", exps, "needs one or more integers >= 1")
@@ -646,6 +693,13 @@ def validate(cfg: DictConfig) -> None:
     _require(data.n >= 2, "data.n", data.n, "must be >= 2 (beta = beta0 / log n)")
     _positive(cfg, "posterior.beta0")
     _require(cfg.posterior.gamma >= 0, "posterior.gamma", cfg.posterior.gamma, "must be >= 0")
+    _positive(cfg, "posterior.eval_batch_size", integer=True)
+    _one_of(cfg, "posterior.nbeta_from", NBETA_FROM)
+    if cfg.posterior.nbeta_from == "batch_size":
+        _require(
+            "batch_size" in sampler and sampler.name != "vi", "posterior.nbeta_from", "batch_size",
+            f"needs a minibatch sampler (sampler={sampler.name} has no minibatch); use posterior.nbeta_from=n",
+        )  # fmt: skip
 
     if sampler.name == "vi":
         _validate_vi(cfg)
@@ -700,12 +754,13 @@ def _validate_sampler(cfg: DictConfig) -> None:
     if "batch_size" in sampler:
         _positive(cfg, "sampler.step_size")
         _positive(cfg, "sampler.batch_size", integer=True)
-        _require(
-            sampler.batch_size <= data.n,
-            "sampler.batch_size",
-            sampler.batch_size,
-            f"must be <= data.n={data.n}",
-        )
+        if cfg.model.name != "user":  # a user target's n is its data's (checked when it is built)
+            _require(
+                sampler.batch_size <= data.n,
+                "sampler.batch_size",
+                sampler.batch_size,
+                f"must be <= data.n={data.n}",
+            )
     if "mala_every" in sampler:
         _require(sampler.mala_every >= 0, "sampler.mala_every", sampler.mala_every, "must be >= 0 (0 = off)")
     if "target_mala_accept" in sampler:
@@ -778,7 +833,8 @@ def _validate_vi(cfg: DictConfig) -> None:
     for key in ("num_chains", "num_steps", "batch_size", "num_samples", "num_draws", "whitening_batches"):
         _positive(cfg, f"sampler.{key}", integer=True)
     _require(s.num_draws >= 2, "sampler.num_draws", s.num_draws, "must be >= 2 (the Monte Carlo error needs a spread)")
-    _require(s.batch_size <= cfg.data.n, "sampler.batch_size", s.batch_size, f"must be <= data.n={cfg.data.n}")
+    if cfg.model.name != "user":
+        _require(s.batch_size <= cfg.data.n, "sampler.batch_size", s.batch_size, f"must be <= data.n={cfg.data.n}")
     _one_of(cfg, "sampler.dtype", DTYPES)
     _one_of(cfg, "sampler.optimizer", VI_OPTIMIZERS)
     _one_of(cfg, "sampler.schedule", VI_SCHEDULES)

@@ -16,6 +16,11 @@ which is the same number (exact algebra; Δ keeps it free of cancellation near w
 independent of n: one full-data gradient of the default DLN at n = 1e5 drops from ~48 ms to
 microseconds. Minibatch losses always use rows. ``posterior.gram_loss=false`` turns it off,
 to time full-batch samplers as they would scale on a nonlinear model.
+
+Otherwise a full-data loss is summed over chunks of ``eval_batch_size`` rows (``lax.map`` over
+the chunks, each rematerialised under ``jax.checkpoint``), so neither the forward pass nor a
+full-data gradient holds more than one chunk's activations whatever n is. The loss is a mean
+over rows, so the row-weighted mean of the chunks' losses is L_n exactly (up to rounding).
 """
 
 from __future__ import annotations
@@ -31,9 +36,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from lambda_hat.targets import Target, mse
+from lambda_hat.targets.base import Target, TargetError
 
-FlatLoss = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+FlatLoss = Callable[[jax.Array, Any], jax.Array]
 
 
 def nbeta_for(n: int, beta0: float) -> float:
@@ -41,22 +46,37 @@ def nbeta_for(n: int, beta0: float) -> float:
     return n * beta0 / math.log(n)
 
 
+def chunked_mean_loss(loss_fn: FlatLoss, w: jax.Array, data: Any, n: int, chunk: int) -> jax.Array:
+    """The mean loss over all n rows of data, computed chunk rows at a time (see the module docstring)."""
+    if chunk >= n:
+        return loss_fn(w, data)
+    m, rest = divmod(n, chunk)
+    head = jax.tree.map(lambda a: a[: m * chunk].reshape(m, chunk, *a.shape[1:]), data)
+    one = jax.checkpoint(loss_fn)  # keep only the chunk's inputs for the backward pass
+    total = jnp.sum(jax.lax.map(lambda b: one(w, b), head)) * chunk
+    if rest:
+        total = total + one(w, jax.tree.map(lambda a: a[m * chunk :], data)) * rest
+    return total / n
+
+
 @dataclass(frozen=True)
 class Posterior:
-    x: jax.Array
-    y: jax.Array
+    data: Any  # pytree of arrays, leading axis n (floating leaves in the posterior's dtype)
     w_star: jax.Array  # flat
     nbeta: jax.Array
     gamma: jax.Array
     L0: jax.Array  # L_n(w*) in the posterior's precision
     gram: dict[str, jax.Array] | None  # sufficient statistics of a linear model (see above), or None
-    loss_fn: FlatLoss = field(metadata=dict(static=True))  # (w_flat, x, y) -> mean loss
-    n: int = field(metadata=dict(static=True))
+    loss_fn: FlatLoss = field(metadata=dict(static=True))  # (w_flat, batch) -> mean loss
+    n: int = field(metadata=dict(static=True))  # rows of data
     d: int = field(metadata=dict(static=True))
     # (w_flat, gram) -> L_n(w) from the sufficient statistics, when gram is set
     gram_loss_fn: Callable[[jax.Array, dict[str, jax.Array]], jax.Array] | None = field(
         default=None, metadata=dict(static=True)
     )
+    eval_batch_size: int = field(default=65536, metadata=dict(static=True))  # rows per full-loss chunk
+    # Record a minibatch loss as L_b(w) - L_b(w*) + L_n(w*) (see recorded_loss)
+    control_variate: bool = field(default=True, metadata=dict(static=True))
 
     @property
     def dtype(self) -> jnp.dtype:
@@ -66,11 +86,29 @@ class Posterior:
         """L_n(w) on the whole data set."""
         if self.gram is not None and self.gram_loss_fn is not None:
             return self.gram_loss_fn(w, self.gram)
-        return self.loss_fn(w, self.x, self.y)
+        return chunked_mean_loss(self.loss_fn, w, self.data, self.n, self.eval_batch_size)
 
     def batch_loss(self, w: jax.Array, idx: jax.Array) -> jax.Array:
         """Mean loss on the rows idx (an unbiased estimate of L_n(w) for uniform idx)."""
-        return self.loss_fn(w, self.x[idx], self.y[idx])
+        return self.loss_fn(w, jax.tree.map(lambda a: a[idx], self.data))
+
+    def recorded_loss(self, loss: jax.Array, idx: jax.Array) -> jax.Array:
+        """The per-draw loss a minibatch sampler records, from L_b(w) on the rows idx.
+
+        L_b(w) is an unbiased estimate of L_n(w), but its sampling noise is that of the per-row
+        losses themselves: sd ≈ sd_i(ℓ_i)/√B, i.e. nβ·sd_i(ℓ_i)/√B per draw of λ̂ — on a network
+        whose loss at w* is not ~0 (labels with noise, classification), hundreds of times λ itself
+        (softmax regression, n = 1e5, B = 500: ~230 per draw for λ = 5), so λ̂'s standard error
+        stays large however long the chains run. With the control variate, the same rows at w*:
+        L_b(w) − L_b(w*) + L_n(w*) has the same mean, L_n(w), and a noise that shrinks with
+        |w − w*| (one forward pass on the batch per step, no gradient). On a noiseless target at
+        its teacher (the DLNs) L_b(w*) ≈ 0 and nothing changes. ``posterior.control_variate=false``
+        records L_b(w) as devinterp does.
+        """
+        if not self.control_variate:
+            return loss
+        at_w_star = jax.lax.stop_gradient(self.batch_loss(self.w_star, idx))
+        return loss - at_w_star + self.L0
 
     def localization(self, w: jax.Array) -> jax.Array:
         return 0.5 * self.gamma * jnp.sum((w - self.w_star) ** 2)
@@ -105,9 +143,9 @@ def _gram_mse(product: Callable[[Any], jax.Array], out: int) -> Callable[[Any, d
 
 @functools.lru_cache(maxsize=64)
 def _loss_functions(
-    apply: Callable, product: Callable | None, structure: Any, shapes: tuple[tuple[int, ...], ...], dtype: str, out: int
-) -> tuple[FlatLoss, Callable | None, Callable, Callable | None]:
-    """(loss_fn, gram_loss_fn, jitted loss_fn, jitted gram_loss_fn) of a model structure.
+    loss: Callable, product: Callable | None, structure: Any, shapes: tuple[tuple[int, ...], ...], dtype: str, out: int
+) -> tuple[FlatLoss, Callable | None]:
+    """(loss_fn, gram_loss_fn) on flat parameters, for a target's loss and parameter structure.
 
     The same objects for every target of that structure (a sweep's jobs differ mostly in seeds):
     they are static fields of the Posterior, so they are part of every compiled sampler's cache
@@ -116,47 +154,77 @@ def _loss_functions(
     jdtype = jnp.dtype(dtype)
     _, unravel = ravel_pytree(jax.tree.unflatten(structure, [jnp.zeros(s, jdtype) for s in shapes]))
 
-    def loss_fn(w: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
-        return mse(apply(unravel(w), x), y)
+    def loss_fn(w: jax.Array, batch: Any) -> jax.Array:
+        return loss(unravel(w), batch)
 
     gram_loss_fn = None
     if product is not None:
         by_params = _gram_mse(product, out)
         gram_loss_fn = lambda w, g: by_params(unravel(w), g)  # noqa: E731
-    return loss_fn, gram_loss_fn, jax.jit(loss_fn), None if gram_loss_fn is None else jax.jit(gram_loss_fn)
+    return loss_fn, gram_loss_fn
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+def _full_loss(loss_fn: FlatLoss, w: jax.Array, data: Any, n: int, chunk: int) -> jax.Array:
+    return chunked_mean_loss(loss_fn, w, data, n, chunk)
+
+
+def _cast_data(data: Any, jdtype: jnp.dtype) -> Any:
+    """Floating leaves in the posterior's dtype; integer leaves (labels, tokens, masks) as they are."""
+    def cast(a: Any) -> jax.Array:
+        a = jnp.asarray(a) if not isinstance(a, np.ndarray) else a
+        return jnp.asarray(a, jdtype) if jnp.issubdtype(a.dtype, jnp.floating) else jnp.asarray(a)
+
+    return jax.tree.map(cast, data)
 
 
 def make_posterior(
-    target: Target, beta0: float, gamma: float, dtype: str, *, gram_loss: bool = True
+    target: Target, beta0: float, gamma: float, dtype: str, *, gram_loss: bool = True,
+    eval_batch_size: int = 65536, nbeta_n: int | None = None, control_variate: bool = True,
 ) -> Posterior:
     """Cast the target to ``dtype`` and flatten its parameters; call inside the dtype's x64 scope.
 
     gram_loss: full-data losses from the Gram matrices when the target is linear in its input.
+    eval_batch_size: rows per chunk of a full-data loss. nbeta_n: the n in nβ = n·beta0/log n
+    (default: the target's sample size; a minibatch size for devinterp's convention).
+    control_variate: minibatch losses recorded with the control variate (Posterior.recorded_loss).
+
+    Raises TargetError when the loss at w* is not a finite scalar.
     """
     jdtype = jnp.dtype(dtype)
     template = jax.tree.map(lambda a: jnp.asarray(a, jdtype), target.w_star)
     w_star, _ = ravel_pytree(template)
     leaves, structure = jax.tree.flatten(template)
     use_gram = gram_loss and target.product is not None
-    loss_fn, gram_loss_fn, jit_loss, jit_gram_loss = _loss_functions(
-        target.apply, target.product if use_gram else None, structure, tuple(tuple(a.shape) for a in leaves),
-        jdtype.name, int(target.y.shape[1]),
+    data = _cast_data(target.data, jdtype)
+    out = int(np.shape(data["y"])[1]) if use_gram else 0
+    loss_fn, gram_loss_fn = _loss_functions(
+        target.loss, target.product if use_gram else None, structure, tuple(tuple(a.shape) for a in leaves),
+        jdtype.name, out,
     )  # fmt: skip
-    x = jnp.asarray(target.x, jdtype)
-    y = jnp.asarray(target.y, jdtype)
-    n = int(x.shape[0])
+    n = target.n_rows
+    chunk = int(eval_batch_size)
     gram = None
     if use_gram:
         p0 = np.asarray(target.product(target.w_star), np.float64)
         gram = {k: jnp.asarray(v, jdtype) for k, v in gram_statistics(target.x, target.y, p0).items()}
-        L0 = jit_gram_loss(w_star, gram)
+        L0 = jax.jit(gram_loss_fn)(w_star, gram)
     else:
-        L0 = jit_loss(w_star, x, y)
+        try:
+            shape = jax.eval_shape(loss_fn, w_star, jax.tree.map(lambda a: a[: min(n, chunk)], data)).shape
+        except TargetError:
+            raise
+        except Exception as e:  # the user's loss does not run on this data: say where, in one line
+            raise TargetError("loss", f"fails on a batch of the data: {type(e).__name__}: {' '.join(str(e).split())[:300]}") from e
+        if shape != ():
+            raise TargetError("loss", f"must return a scalar (the mean loss over the batch), returned shape {list(shape)}")
+        L0 = _full_loss(loss_fn, w_star, data, n, chunk)
+    if not np.isfinite(float(L0)):
+        raise TargetError("loss", f"is {float(L0)} at w* on the full data; λ̂ needs a finite loss at w*")
     return Posterior(
-        x=x,
-        y=y,
+        data=data,
         w_star=w_star,
-        nbeta=jnp.asarray(nbeta_for(n, beta0), jdtype),
+        nbeta=jnp.asarray(nbeta_for(nbeta_n or target.sample_size, beta0), jdtype),
         gamma=jnp.asarray(gamma, jdtype),
         L0=L0,
         gram=gram,
@@ -164,4 +232,6 @@ def make_posterior(
         gram_loss_fn=gram_loss_fn,
         n=n,
         d=int(w_star.size),
+        eval_batch_size=chunk,
+        control_variate=bool(control_variate),
     )

@@ -21,11 +21,12 @@ from omegaconf import DictConfig
 from lambda_hat import outputs, registry, tracking
 from lambda_hat.config import burnin_steps, validate
 from lambda_hat.devices import configure_cpu_devices, device_record, device_warning
-from lambda_hat.estimate import efficiency, estimate_llc, health_warnings, sampler_diagnostics, variational_diagnostics
+from lambda_hat.llc import efficiency, estimate_llc, health_warnings, sampler_diagnostics, variational_diagnostics
+from lambda_hat.health import minimum_check, trace_warnings
 from lambda_hat.posterior import Posterior, make_posterior
 from lambda_hat.samplers import build_kernel
 from lambda_hat.samplers.driver import run_chains
-from lambda_hat.targets import Target, build_target, store
+from lambda_hat.targets import Target, TargetError, build_target, store
 from lambda_hat.trace import Trace
 
 log = logging.getLogger(__name__)
@@ -63,19 +64,50 @@ def precision(cfg: DictConfig) -> Iterator[None]:
         yield
 
 
+def nbeta_sample_size(cfg: DictConfig, target: Target) -> int:
+    """The n in nβ = n·beta0/log n: the target's n, or the minibatch size (posterior.nbeta_from)."""
+    if cfg.posterior.nbeta_from == "batch_size":
+        return int(cfg.sampler.batch_size)
+    return target.sample_size
+
+
+def check_fits(cfg: DictConfig, target: Target) -> None:
+    """TargetError when the sampler's minibatch is larger than the target's data."""
+    batch = cfg.sampler.get("batch_size")
+    if batch is not None and batch > target.n_rows:
+        raise TargetError("sampler.batch_size", f"{batch} exceeds the data's {target.n_rows} rows")
+
+
+def check_user_target(cfg: DictConfig) -> None:
+    """Build the user target cfg names and its posterior once, before anything is written, so a
+    bad factory, checkpoint, data or loss is one line (TargetError); the run reuses the build."""
+    configure_cpu_devices(cfg.cpu_devices)
+    target = build_target(cfg, cache_dir_of(cfg))
+    check_fits(cfg, target)
+    with precision(cfg):
+        prepare(cfg, target)
+
+
 def prepare(cfg: DictConfig, target: Target | None = None) -> tuple[Target, Posterior]:
     """The target (built or cached) and the posterior an estimator samples; call inside precision(cfg)."""
     if target is None:
         target = build_target(cfg, cache_dir_of(cfg))
+    check_fits(cfg, target)
     p = cfg.posterior
-    posterior = make_posterior(target, p.beta0, p.gamma, cfg.sampler.dtype, gram_loss=bool(p.gram_loss))
+    posterior = make_posterior(
+        target, p.beta0, p.gamma, cfg.sampler.dtype, gram_loss=bool(p.gram_loss),
+        eval_batch_size=int(p.eval_batch_size), nbeta_n=nbeta_sample_size(cfg, target),
+        control_variate=bool(p.control_variate),
+    )  # fmt: skip
     return target, posterior
 
 
-def _target_name(model: Any) -> str:
+def _target_name(model: Any, target: Target | None = None) -> str:
     """A short name of the target for run names (MLflow's runs list, plot titles): a DLN's widths
-    and rank (model=dln_random resolves to one too), else the model's name; so the children of a
-    sweep over targets are told apart at a glance."""
+    and rank (model=dln_random resolves to one too), a user target's name, else the model's name;
+    so the children of a sweep over targets are told apart at a glance."""
+    if target is not None and model.name == "user":
+        return target.name
     if model.name == "dln":
         rank = f"r{model.true_rank}" if model.get("true_rank") is not None else ""
         return "dln[" + ",".join(str(w) for w in model.widths) + "]" + rank
@@ -212,10 +244,101 @@ def _fit_variational(
     return run_fits(cfg.sampler, family, posterior, key, progress=cfg.progress, label=label, before_timed=wait_for_tracking)
 
 
-def run(cfg: DictConfig, out_dir: Path, launch_dir: Path, run_tags: dict[str, str] | None = None) -> dict[str, Any]:
+def estimate_target(
+    cfg: DictConfig, target: Target, wait_for_tracking: Callable[[], None] = lambda: None
+) -> tuple[dict[str, Any], Trace, Any]:
+    """λ̂ of target under the validated cfg: (metrics, Trace, trace frame); writes nothing.
+
+    The one pipeline behind the CLI's runs and lambda_hat.estimate: posterior -> estimator ->
+    Trace -> estimate, diagnostics and health warnings.
+    """
+    configure_compilation_cache(cfg)
+    s = cfg.sampler
+    spec = registry.get(s.name)
+    variational = spec.family == "variational"
+    label = f"{s.name}-{cfg.vi.name}" if variational else s.name  # e.g. vi-mfa
+    with precision(cfg):
+        target, posterior = prepare(cfg, target)
+        key = jax.random.key(cfg.seed, impl=cfg.prng_impl)
+        cost: dict[str, Any] = {}
+        if variational:
+            trace = _fit_variational(cfg, posterior, key, label, wait_for_tracking)
+        else:
+            trace, cost = _sample(cfg, spec, posterior, key, wait_for_tracking)
+        nbeta, L0 = float(posterior.nbeta), float(posterior.L0)
+        minimum = minimum_check(posterior) if cfg.posterior.check_minimum else {}
+    est = estimate_llc(trace.loss, trace.num_burnin_draws, nbeta, L0, target.llc_true)
+    if variational:
+        est |= variational_diagnostics(trace, nbeta)
+    metrics: dict[str, Any] = {
+        **est,
+        **efficiency(est, trace),
+        **sampler_diagnostics(trace, 1 if variational else s.thinning),
+        **cost,
+        "sampler": s.name,
+        "family": spec.family,
+        "model": _target_name(cfg.model, target) if cfg.model.name == "user" else cfg.model.name,
+        "target_id": target.target_id,
+        "seed": int(cfg.seed),
+        "dtype": str(posterior.dtype),  # the precision actually used
+        "n": posterior.n,
+        "nbeta_n": nbeta_sample_size(cfg, target),
+        "nbeta_from": str(cfg.posterior.nbeta_from),
+        "d": posterior.d,
+        "nbeta": nbeta,
+        "gamma": float(cfg.posterior.gamma),
+        "beta0": float(cfg.posterior.beta0),
+        "gram_loss": posterior.gram is not None,
+        "eval_batch_size": posterior.eval_batch_size,
+        "control_variate": posterior.control_variate,
+        "L0": L0,
+        **minimum,
+        "num_chains": int(s.num_chains),
+        "num_steps": int(s.num_steps),
+        "num_burnin": 0 if variational else burnin_steps(s),
+        "num_warmup_steps": trace.num_warmup_steps,
+        "n_fge": trace.n_fge,
+        "n_fge_warmup": trace.n_fge_warmup,
+        "sampling_time_s": trace.sampling_time_s,
+        "compile_time_s": trace.compile_time_s,
+        "warmup_time_s": trace.warmup_time_s,
+        "warmup_compile_time_s": trace.warmup_compile_time_s,
+        "timing_notes": TIMING_NOTES,
+        "chain_devices": trace.devices,
+        **device_record(),  # what the job actually ran on (platform, kind, count)
+        "target_cached": bool(target.meta.get("cached")),
+        "chain_steps_per_s": s.num_chains * s.num_steps / (trace.warmup_time_s if variational else trace.sampling_time_s),
+    }
+    if variational:  # the fit is the Trace's warm-up, the final draws its sampling (vi/fit.py)
+        metrics |= {
+            "vi": cfg.vi.name,
+            "fit_fge": trace.n_fge_warmup,
+            "final_fge": trace.n_fge,
+            "fit_time_s": trace.warmup_time_s,
+            "final_time_s": trace.sampling_time_s,
+        }
+    if "rank" in target.meta:
+        metrics["true_rank"] = int(target.meta["rank"])
+    for key in ("llc_global", "hessian_check", "layer_ranks", "factory", "checkpoint", "checkpoint_sha256"):
+        if key in target.meta:
+            metrics[key] = target.meta[key]
+    frame = outputs.trace_frame(trace, nbeta, L0)
+    metrics["warnings"] = health_warnings(metrics) + trace_warnings(frame, metrics)
+    fallback = device_warning(metrics)
+    if fallback is not None:
+        metrics["warnings"].append(fallback)
+    return metrics, trace, frame
+
+
+def run(
+    cfg: DictConfig, out_dir: Path, launch_dir: Path, run_tags: dict[str, str] | None = None,
+    target: Target | None = None,
+) -> dict[str, Any]:
     """Run one estimate described by cfg, writing its files to out_dir; returns the metrics.
 
     run_tags: extra MLflow tags (a sweep job's parent run, job number, overrides).
+    target: the target to estimate (lambda_hat.estimate passes a user's); None = build the one
+    cfg.model names.
 
     Raises RunFailed when every chain diverged and tracking.TrackingError when MLflow fails
     (in both cases after the files are written).
@@ -228,81 +351,23 @@ def run(cfg: DictConfig, out_dir: Path, launch_dir: Path, run_tags: dict[str, st
     # Importing this module (blackjax) has started JAX already, so this cannot change the device
     # count any more; the app sets it before that import. Here it says once if it differs.
     configure_cpu_devices(cfg.cpu_devices)
-    configure_compilation_cache(cfg)
     s = cfg.sampler
-    spec = registry.get(s.name)
-    variational = spec.family == "variational"
+    variational = registry.get(s.name).family == "variational"
     label = f"{s.name}-{cfg.vi.name}" if variational else s.name  # e.g. vi-mfa
-    run_name = f"{label}-{_target_name(cfg.model)}-seed{cfg.seed}"
     record = out_dir / "mlflow_run.json"
     tags = {**version_tags(), "lambda_hat.output_dir": str(out_dir.resolve()), **(run_tags or {})}
+    t0 = time.perf_counter()
+    if target is None and cfg.model.name == "user":  # a user's factory: built before the run is named
+        target = build_target(cfg, cache_dir_of(cfg))
+    run_name = f"{label}-{_target_name(cfg.model, target)}-seed{cfg.seed}"
     with tracking.mlflow_run(cfg, launch_dir, run_name, started_wall, record, tags) as tracked:
         wait_for_tracking = tracked.wait if tracked is not None else (lambda: None)
-        t0 = time.perf_counter()
-        target = build_target(cfg, cache_dir_of(cfg))
+        if target is None:
+            target = build_target(cfg, cache_dir_of(cfg))
         target_time = time.perf_counter() - t0
-        with precision(cfg):
-            target, posterior = prepare(cfg, target)
-            key = jax.random.key(cfg.seed, impl=cfg.prng_impl)
-            cost: dict[str, Any] = {}
-            if variational:
-                trace = _fit_variational(cfg, posterior, key, label, wait_for_tracking)
-            else:
-                trace, cost = _sample(cfg, spec, posterior, key, wait_for_tracking)
-            nbeta, L0 = float(posterior.nbeta), float(posterior.L0)
-        est = estimate_llc(trace.loss, trace.num_burnin_draws, nbeta, L0, target.llc_true)
-        if variational:
-            est |= variational_diagnostics(trace, nbeta)
-        metrics: dict[str, Any] = {
-            **est,
-            **efficiency(est, trace),
-            **sampler_diagnostics(trace, 1 if variational else s.thinning),
-            **cost,
-            "sampler": s.name,
-            "family": spec.family,
-            "model": cfg.model.name,
-            "target_id": target.target_id,
-            "seed": int(cfg.seed),
-            "dtype": str(posterior.dtype),  # the precision actually used
-            "n": posterior.n,
-            "d": posterior.d,
-            "nbeta": nbeta,
-            "gamma": float(cfg.posterior.gamma),
-            "beta0": float(cfg.posterior.beta0),
-            "gram_loss": posterior.gram is not None,
-            "L0": L0,
-            "num_chains": int(s.num_chains),
-            "num_steps": int(s.num_steps),
-            "num_burnin": 0 if variational else burnin_steps(s),
-            "num_warmup_steps": trace.num_warmup_steps,
-            "n_fge": trace.n_fge,
-            "n_fge_warmup": trace.n_fge_warmup,
-            "sampling_time_s": trace.sampling_time_s,
-            "compile_time_s": trace.compile_time_s,
-            "warmup_time_s": trace.warmup_time_s,
-            "warmup_compile_time_s": trace.warmup_compile_time_s,
-            "timing_notes": TIMING_NOTES,
-            "chain_devices": trace.devices,
-            **device_record(),  # what the job actually ran on (platform, kind, count)
-            "target_time_s": target_time,
-            "target_cached": bool(target.meta.get("cached")),
-            "chain_steps_per_s": s.num_chains * s.num_steps / (trace.warmup_time_s if variational else trace.sampling_time_s),
-        }
-        if variational:  # the fit is the Trace's warm-up, the final draws its sampling (vi/fit.py)
-            metrics |= {
-                "vi": cfg.vi.name,
-                "fit_fge": trace.n_fge_warmup,
-                "final_fge": trace.n_fge,
-                "fit_time_s": trace.warmup_time_s,
-                "final_time_s": trace.sampling_time_s,
-            }
-        if "rank" in target.meta:
-            metrics["true_rank"] = int(target.meta["rank"])
-        for key in ("llc_global", "hessian_check", "layer_ranks"):
-            if key in target.meta:
-                metrics[key] = target.meta[key]
+        metrics, trace, frame = estimate_target(cfg, target, wait_for_tracking)
+        metrics["target_time_s"] = target_time
         files = [outputs.write_resolved_config(out_dir, cfg)]
-        frame = outputs.trace_frame(trace, nbeta, L0)
         files.append(outputs.write_trace(out_dir, frame))
         plots = cfg.plots is None or bool(cfg.plots)  # None (the app sets it per run mode): on
         if variational:
@@ -314,10 +379,6 @@ def run(cfg: DictConfig, out_dir: Path, launch_dir: Path, run_tags: dict[str, st
             files += outputs.write_plots(out_dir, frame, target.llc_true, run_name)
             if "energy" in trace.extras:
                 files.append(outputs.write_energy_plot(out_dir, trace.extras["energy"][:, trace.num_burnin_draws :], run_name))
-        metrics["warnings"] = health_warnings(metrics)
-        fallback = device_warning(metrics)
-        if fallback is not None:
-            metrics["warnings"].append(fallback)
         for warning in metrics["warnings"]:
             log.warning("health: %s", warning)
         metrics["total_time_s"] = time.perf_counter() - started
@@ -325,7 +386,7 @@ def run(cfg: DictConfig, out_dir: Path, launch_dir: Path, run_tags: dict[str, st
         if tracked is not None and tracked.long_params:  # MLflow cuts params at 6000 characters
             files.append(outputs.write_json(out_dir / "long_params.json", tracked.long_params))
         result_tags = {
-            "sampler": s.name, **({"vi": cfg.vi.name} if variational else {}), "model": cfg.model.name, "target_id": target.target_id, "status": metrics["status"],
+            "sampler": s.name, **({"vi": cfg.vi.name} if variational else {}), "model": metrics["model"], "target_id": target.target_id, "status": metrics["status"],
             "health": "; ".join(metrics["warnings"]) or "ok",
             "device_platform": metrics["device_platform"], "device_kind": metrics["device_kind"],
         }  # fmt: skip

@@ -44,7 +44,7 @@ from jax.sharding import PartitionSpec  # noqa: E402
 
 from lambda_hat.app import compose_config  # noqa: E402
 from lambda_hat.devices import CHAIN_AXIS, chain_mesh  # noqa: E402
-from lambda_hat.estimate import estimate_llc  # noqa: E402
+from lambda_hat.llc import estimate_llc  # noqa: E402
 from lambda_hat import runner  # noqa: E402
 from lambda_hat.samplers import build_kernel  # noqa: E402
 from lambda_hat.samplers.driver import run_chains  # noqa: E402

@@ -46,11 +46,31 @@ def find_uv() -> list[str]:
     return [str(uv)]
 
 
+EXTRAS = ("dev", "sweep", "vi", "browser", "flax", "checkpoints", "examples")
+# The torch extra's CPU build: PyPI's Linux torch wheels pull CUDA (~5 GB), so torch is installed
+# only from a find-links folder that holds a CPU wheel (PIP_FIND_LINKS, as pip reads it).
+TORCH = ("torch==2.13.0+cpu", "torchax==0.0.13")
+
+
+def _install_torch(uv: list[str], python: Path) -> None:
+    links = os.environ.get("PIP_FIND_LINKS", "").split()
+    if not links or subprocess.run([str(python), "-c", "import torch, torchax"], capture_output=True).returncode == 0:
+        return
+    flags = [arg for link in links for arg in ("--find-links", link)]
+    done = subprocess.run([*uv, "pip", "install", "--quiet", "--python", str(python), *flags, *TORCH], cwd=ROOT)
+    if done.returncode != 0:
+        print("dev.py: could not install the CPU build of torch; the from_torch tests will skip (fail under CI)", file=sys.stderr)
+
+
 def sync(uv: list[str]) -> Path:
-    """Create/refresh .venv from uv.lock (dev, sweep, vi and browser extras); return its python."""
+    """Create/refresh .venv from uv.lock (EXTRAS; torch's CPU build where a find-links folder
+    has it); return its python. --inexact keeps that torch, which the lock does not pin to CPU."""
     lock_flag = ["--locked"] if (ROOT / "uv.lock").exists() and os.environ.get("CI") else []
-    subprocess.run([*uv, "sync", "--extra", "dev", "--extra", "sweep", "--extra", "vi", "--extra", "browser", "--quiet", *lock_flag], cwd=ROOT, check=True)
-    return _bin(ROOT / ".venv", "python")
+    extras = [arg for e in EXTRAS for arg in ("--extra", e)]
+    subprocess.run([*uv, "sync", "--inexact", *extras, "--quiet", *lock_flag], cwd=ROOT, check=True)
+    python = _bin(ROOT / ".venv", "python")
+    _install_torch(uv, python)
+    return python
 
 
 def main(argv: list[str]) -> int:

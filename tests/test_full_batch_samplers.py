@@ -196,7 +196,7 @@ def test_float64_posterior_reevaluates_L0(make_cfg, tmp_path: Path) -> None:
     target = build_target(cfg, tmp_path)
     with jax.enable_x64(True):
         post64 = make_posterior(target, 1.0, 1.0, "float64")
-        assert post64.L0.dtype == np.float64 and post64.x.dtype == np.float64
+        assert post64.L0.dtype == np.float64 and post64.data["x"].dtype == np.float64
     post32 = make_posterior(target, 1.0, 1.0, "float32")
     assert post32.L0.dtype == np.float32
     assert float(post64.L0) == pytest.approx(float(post32.L0), rel=1e-4)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from lambda_hat.estimate import pareto_khat
+from lambda_hat.llc import pareto_khat
 from lambda_hat.vi import mfa
 
 

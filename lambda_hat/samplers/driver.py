@@ -288,6 +288,8 @@ def run_chains(
                 lambda acc: jnp.where(acc[1] > 0, acc[0] / jnp.maximum(acc[1], 1), jnp.nan),
                 extras_sum, is_leaf=lambda a: isinstance(a, tuple),
             )
+            # |w - w*| at the draw, for the drift check (lambda_hat.health): O(d) per draw
+            extras_mean["distance"] = jnp.sqrt(jnp.sum((states.position - posterior.w_star) ** 2, axis=-1)).astype(posterior.dtype)
             return (states, t), (losses[-1], fge, extras_mean)
 
         (states, t), (losses, fge, extras) = jax.lax.scan(one_draw, (states, t), None, length=draws_per_chunk)
@@ -349,7 +351,7 @@ def run_chains(
         sampling_time_s=sampling_time,
         n_fge=fge_sample,
         n_fge_warmup=fge_warmup + fge_burn,
-        extras={k: np.concatenate([c[k] for c in extra_chunks], axis=0).T for k in extras_shape},
+        extras={k: np.concatenate([c[k] for c in extra_chunks], axis=0).T for k in (*extras_shape, "distance")},
         warmup=warm_extras,
         warmup_time_s=warmup_time,
         warmup_compile_time_s=warmup_compile,

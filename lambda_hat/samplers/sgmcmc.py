@@ -107,6 +107,7 @@ def build(cfg: Any, n: int) -> Kernel:
         w = state.position
         idx = _batch_idx(k_batch, post, batch)
         (u, loss), grad_u = jax.value_and_grad(_potential, argnums=1, has_aux=True)(post, w, idx)
+        loss = post.recorded_loss(loss, idx)
         g = (grad_u - post.gamma * (w - post.w_star)) / post.nbeta  # ∇L_batch, for the moments
         m, v, tt = state.m, state.v, state.t + 1
         if name == "sgld":
@@ -242,6 +243,7 @@ def build(cfg: Any, n: int) -> Kernel:
         w = state.position
         idx = _batch_idx(k_batch, post, batch)
         (_, loss), grad_u = jax.value_and_grad(_potential, argnums=1, has_aux=True)(post, w, idx)
+        loss = post.recorded_loss(loss, idx)
         # SGHMC: constant friction; SGNHT: the thermostat xi (starting at the friction) adapts it.
         friction = cfg.friction if name == "sghmc" else state.v
         noise = jax.random.normal(k_noise, w.shape, w.dtype)

@@ -1,14 +1,16 @@
-"""Targets: a model, its data and the parameter w* at which λ is estimated.
+"""Targets: a loss, its data and the parameter w* at which λ is estimated.
 
-``build_target(cfg)`` turns the ``model``/``data``/``training`` config into a :class:`Target`,
-reusing a cached build when the defining spec has been seen before (see ``store.py``).
+``build_target(cfg)`` turns the ``model``/``data``/``training`` config into a :class:`Target`
+through the target registry (lambda_hat.targets.registry: name -> schema, builder). The built-in
+synthetic targets are built here, reusing a cached build when the defining spec has been seen
+before (see ``store.py``); a user's own network is ``model=user`` (lambda_hat.targets.user).
 """
 
 from __future__ import annotations
 
 import logging
+import functools
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,38 +19,17 @@ import jax.numpy as jnp
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from lambda_hat import losses
+from lambda_hat.losses import mse
 from lambda_hat.targets import dln, fiber, mlp, polynomial, store
+from lambda_hat.targets.base import Target, TargetError
 from lambda_hat.targets.training import train
+
+__all__ = ["Target", "TargetError", "build_target", "target_spec", "mse"]
 
 log = logging.getLogger(__name__)
 
 ApplyFn = Callable[[Any, jnp.ndarray], jnp.ndarray]
-
-
-@dataclass(frozen=True)
-class Target:
-    """Everything the posterior needs: apply(params, x), data, w* (as a pytree) and the true λ."""
-
-    target_id: str
-    kind: str
-    apply: ApplyFn
-    x: np.ndarray  # float64, (n, input width)
-    y: np.ndarray  # float64, (n, output width)
-    w_star: Any  # pytree of float64 arrays (the structure apply() expects)
-    llc_true: float | None
-    meta: dict[str, Any]
-    # P(params) when the model is linear in its input, f(x) = x @ P (full-data losses then use the
-    # Gram matrix, see lambda_hat.posterior); None for nonlinear models.
-    product: Callable[[Any], Any] | None = None
-
-    @property
-    def d(self) -> int:
-        return int(sum(np.size(a) for a in jax.tree.leaves(self.w_star)))
-
-
-def mse(pred: jnp.ndarray, y: jnp.ndarray) -> jnp.ndarray:
-    """Squared error averaged over samples and outputs (torch's mse_loss, Lau et al.'s choice)."""
-    return jnp.mean((pred - y) ** 2)
 
 
 def _inputs(data: DictConfig, width: int, rng: np.random.Generator) -> np.ndarray:
@@ -152,8 +133,14 @@ def target_spec(cfg: DictConfig) -> dict[str, Any]:
     return spec
 
 
-def build_target(cfg: DictConfig, cache_dir: Path | None = None) -> Target:
-    """Build (or load from the cache) the target described by cfg.model / cfg.data / cfg.training."""
+@functools.cache  # one loss object per model function: compiled samplers are keyed on it (posterior.py)
+def mse_loss(apply: ApplyFn) -> Callable[[Any, Any], Any]:
+    """loss(params, {"x", "y"}) = mse(apply(params, x), y), the built-in targets' loss."""
+    return losses.from_apply("mse", apply)
+
+
+def build_builtin(cfg: DictConfig, cache_dir: Path | None = None) -> Target:
+    """A built-in synthetic target (dln, dln_random, mlp, polynomial), built or loaded from the cache."""
     spec = target_spec(cfg)
     kind = spec["model"]["name"]
     builder = {"dln": _build_dln, "mlp": _build_mlp, "polynomial": _build_polynomial}[kind]
@@ -176,13 +163,19 @@ def build_target(cfg: DictConfig, cache_dir: Path | None = None) -> Target:
         apply = mlp.make_apply(spec["model"]["activation"])
         product = None
     return Target(
-        target_id=tid,
-        kind=kind,
-        apply=apply,
-        x=arrays["x"],
-        y=arrays["y"],
+        loss=mse_loss(apply),
         w_star=w_star,
+        data={"x": arrays["x"], "y": arrays["y"]},
+        name=kind,
+        target_id=tid,
         llc_true=meta.get("llc_true"),
         meta={**meta, "cached": cached},
         product=product,
     )
+
+
+def build_target(cfg: DictConfig, cache_dir: Path | None = None) -> Target:
+    """Build (or load from the cache) the target that cfg.model names, through the target registry."""
+    from lambda_hat.targets.registry import get
+
+    return get(cfg.model.name).build(cfg, cache_dir)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lambda_hat.estimate import estimate_llc, health_warnings
+from lambda_hat.llc import estimate_llc, health_warnings
 
 
 def _ar1(rng: np.random.Generator, chains: int, draws: int, mean: float, rho: float = 0.5) -> np.ndarray:

@@ -1,0 +1,143 @@
+"""Load a checkpoint's weights into a model's parameter pytree (the template), with checks.
+
+Formats: npz of a flattened pytree (keys = the template's key paths, as ``save_npz`` writes
+them), safetensors (the same keys; or a torch ``state_dict``'s names for ``from_torch``
+targets), Orbax (Flax's default), Equinox's ``tree_serialise_leaves`` and a torch ``state_dict``
+file (``torch.load(weights_only=True)``). Every array must have the template leaf's shape and
+dtype (TargetError names the first that does not). Nothing here executes code from the file:
+npz is read without pickle, torch with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from lambda_hat.targets.base import TargetError, check_like
+
+FORMATS = ("npz", "safetensors", "orbax", "equinox", "torch")
+_SUFFIXES = {".npz": "npz", ".safetensors": "safetensors", ".eqx": "equinox", ".pt": "torch", ".pth": "torch", ".bin": "torch"}
+_EXTRA = {"safetensors": ("safetensors", "checkpoints"), "orbax": ("orbax.checkpoint", "checkpoints"),
+          "equinox": ("equinox", "equinox"), "torch": ("torch", "torch")}  # fmt: skip
+
+
+def key_of(path: tuple[Any, ...]) -> str:
+    """A pytree key path as a flat name: ('params', 'Dense_0', 'kernel') -> 'params/Dense_0/kernel'."""
+    parts = []
+    for k in path:
+        for attr in ("key", "idx", "name"):
+            if hasattr(k, attr):
+                parts.append(str(getattr(k, attr)))
+                break
+        else:
+            parts.append(str(k))
+    return "/".join(parts)
+
+
+def flatten(params: Any) -> dict[str, np.ndarray]:
+    """{key path: array} of a pytree (the names npz and safetensors checkpoints use)."""
+    leaves, _ = jax.tree_util.tree_flatten_with_path(params)
+    return {key_of(p): np.asarray(a) for p, a in leaves}
+
+
+def save_npz(path: str | Path, params: Any) -> Path:
+    """Write params as an npz of its flattened pytree (``model.checkpoint=PATH`` reads it back)."""
+    path = Path(path)
+    np.savez(path, **flatten(params))
+    return path if path.suffix == ".npz" else path.with_suffix(path.suffix + ".npz")
+
+
+def sha256(path: Path) -> str:
+    """Hash of a checkpoint file, or of a folder's files (Orbax) in name order."""
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        h.update(str(f.relative_to(path) if f != path else f.name).encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def detect_format(path: Path) -> str:
+    if path.is_dir():
+        return "orbax"
+    fmt = _SUFFIXES.get(path.suffix.lower())
+    if fmt is None:
+        raise TargetError(
+            "model.checkpoint", f"cannot tell the format of {path.name}; set model.checkpoint_format to one of {', '.join(FORMATS)}"
+        )
+    return fmt
+
+
+def _require(fmt: str) -> None:
+    module, extra = _EXTRA.get(fmt, (None, None))
+    if module is not None and importlib.util.find_spec(module.split(".")[0]) is None:
+        raise TargetError("model.checkpoint", f"a {fmt} checkpoint needs the '{extra}' extra: pip install -e \".[{extra}]\"")
+
+
+def _from_flat(flat: dict[str, np.ndarray], template: Any, names: dict[str, str] | None) -> Any:
+    """The template's pytree with each leaf taken from flat by its key path (or names[key path])."""
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
+    out = []
+    for path, _ in leaves:
+        key = key_of(path)
+        name = (names or {}).get(key, key)
+        if name not in flat:
+            known = ", ".join(sorted(flat)[:8])
+            raise TargetError("model.checkpoint", f"has no array {name!r} for parameter {key} (it has: {known}{', ...' if len(flat) > 8 else ''})")
+        out.append(flat.pop(name))
+    if flat:
+        raise TargetError("model.checkpoint", f"has arrays the model does not: {', '.join(sorted(flat)[:8])}")
+    return jax.tree.unflatten(jax.tree.structure(template), out)
+
+
+def load(path: str | Path, template: Any, fmt: str = "auto", names: dict[str, str] | None = None) -> Any:
+    """The checkpoint at path as a pytree shaped like template (shape and dtype checked per leaf).
+
+    names: {template key path: name in the file}, for files that name arrays otherwise (a torch
+    state_dict's "0.weight" for a from_torch target's leaves).
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise TargetError("model.checkpoint", f"{path} does not exist")
+    fmt = detect_format(path) if fmt == "auto" else fmt
+    _require(fmt)
+    try:
+        if fmt == "npz":
+            with np.load(path, allow_pickle=False) as z:
+                params = _from_flat({k: z[k] for k in z.files}, template, names)
+        elif fmt == "safetensors":
+            from safetensors.numpy import load_file
+
+            params = _from_flat(dict(load_file(str(path))), template, names)
+        elif fmt == "torch":
+            import torch
+
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+            flat = {k: v.detach().cpu().numpy() for k, v in state.items()}
+            params = _from_flat(flat, template, names)
+        elif fmt == "equinox":
+            import equinox as eqx
+
+            params = eqx.tree_deserialise_leaves(str(path), template)
+        elif fmt == "orbax":
+            import orbax.checkpoint as ocp
+
+            with ocp.StandardCheckpointer() as ckpt:
+                abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype), template)
+                params = ckpt.restore(path.resolve(), abstract)
+        else:
+            raise TargetError("model.checkpoint_format", f"{fmt!r} is not one of {', '.join(FORMATS)}")
+    except TargetError:
+        raise
+    except Exception as e:  # a corrupt or foreign file: one line, not a traceback
+        raise TargetError("model.checkpoint", f"cannot read {path.name} as {fmt}: {type(e).__name__}: {' '.join(str(e).split())[:200]}") from e
+    params = jax.tree.map(np.asarray, params)
+    check_like(params, jax.tree.map(np.asarray, template), "model.checkpoint")
+    return params
