@@ -46,12 +46,29 @@ _WHERE = {
 }
 
 
+_devices_asked = False
+
+
+def _ask_for_cpu_devices() -> None:
+    """One XLA CPU device per usable core, as the CLI has (lambda_hat.devices: chains are split
+    over them, ~2x the chain-steps/s on 2 cores). JAX fixes the count when its backends start, so
+    this is asked on the first use of the API, before the user's first JAX operation if possible;
+    lambda_hat.estimate says when it came too late."""
+    global _devices_asked
+    if not _devices_asked:
+        _devices_asked = True
+        from lambda_hat.devices import configure_cpu_devices
+
+        configure_cpu_devices(None)
+
+
 def __getattr__(name: str) -> Any:  # PEP 562: lazy re-exports
     if name == "losses":
         return importlib.import_module("lambda_hat.losses")
     where = _WHERE.get(name)
     if where is None:
         raise AttributeError(f"module 'lambda_hat' has no attribute {name!r}")
+    _ask_for_cpu_devices()
     module, attr = where if isinstance(where, tuple) else (where, name)
     return getattr(importlib.import_module(module), attr)
 

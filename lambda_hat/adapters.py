@@ -13,6 +13,7 @@ Data: ``(x, y)`` or ``{"x": x, "y": y}`` for ``mse``/``cross_entropy``; an integ
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import jax
@@ -49,7 +50,7 @@ def from_apply(
     target = Target.from_loss(loss_fn, params, batch, n=n, name=name, llc_true=llc_true)
     if loss in ("cross_entropy", "next_token"):
         _check_labels(apply, params, target.data, loss)
-    return Target(**{**target.__dict__, "meta": {**(meta or {}), "loss": loss if isinstance(loss, str) else "callable"}})
+    return replace(target, meta={**(meta or {}), "loss": loss if isinstance(loss, str) else "callable"})
 
 
 def _check_labels(apply: Callable, params: Any, batch: dict[str, Any], loss: str) -> None:

@@ -46,6 +46,23 @@ class Result:
         return summary_line(self.metrics)
 
 
+_told_devices = False
+
+
+def _tell_devices(have: int, want: int) -> None:
+    """Once per process: JAX started before lambda_hat could ask for one CPU device per core."""
+    global _told_devices
+    _told_devices = True
+    import warnings
+
+    warnings.warn(
+        f"JAX runs with {have} CPU device(s), so the chains are not split over the {want} cores: import "
+        "lambda_hat and use lh.* before any other JAX operation, or call "
+        f"jax.config.update('jax_num_cpu_devices', {want}) first",
+        stacklevel=3,
+    )
+
+
 def _hydra_value(value: Any) -> str:
     """A Python value as a Hydra override value."""
     if value is None:
@@ -59,6 +76,13 @@ def _hydra_value(value: Any) -> str:
     if isinstance(value, str):
         return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
     return repr(value) if isinstance(value, float) else str(value)
+
+
+def _as_overrides(overrides: Mapping[str, Any] | Sequence[str]) -> list[str]:
+    """Hydra override strings from {key: Python value} or ["key=value", ...] (kept as given)."""
+    if isinstance(overrides, Mapping):
+        return [f"{k}={_hydra_value(v)}" for k, v in overrides.items()]
+    return list(overrides)
 
 
 def compose(
@@ -77,10 +101,9 @@ def compose(
     from lambda_hat.app import compose_config, describe_error
     from lambda_hat.config import validate
 
-    items = [f"{k}={_hydra_value(v)}" for k, v in overrides.items()] if isinstance(overrides, Mapping) else list(overrides)
     first = [f"sampler={sampler}", f"model={model or 'user'}"]
     try:
-        cfg = compose_config(first + items)
+        cfg = compose_config(first + _as_overrides(overrides))
         validate(cfg)
     except (HydraException, OmegaConfBaseException, ConfigError) as e:
         raise ConfigError("overrides", message=describe_error(e)) from None
@@ -125,16 +148,17 @@ def estimate(
     """
     if not isinstance(target, Target):
         raise ConfigError("target", message=f"target: expected a lambda_hat.Target, got {type(target).__name__}")
-    items = dict(overrides) if isinstance(overrides, Mapping) else {o.split("=", 1)[0]: o.split("=", 1)[1] for o in overrides}
-    raw = {k for k in items} if not isinstance(overrides, Mapping) else set()
-    items |= more_overrides
-    items.update(seed=seed, progress=progress, **{"mlflow.enabled": bool(mlflow)})
-    if not mlflow:
-        items.setdefault("plots", out_dir is not None)
-    pairs = [f"{k}={v if k in raw else _hydra_value(v)}" for k, v in items.items()]
-    cfg = compose(sampler, pairs)
+    given = _as_overrides(overrides) + _as_overrides(more_overrides)
+    keys = {o.split("=", 1)[0].lstrip("+~") for o in given}
+    defaults = {"seed": seed, "progress": progress, "mlflow.enabled": bool(mlflow), "plots": out_dir is not None}
+    cfg = compose(sampler, _as_overrides({k: v for k, v in defaults.items() if k not in keys}) + given)
     from lambda_hat import runner
+    from lambda_hat.devices import configure_cpu_devices, usable_cores
 
+    have = configure_cpu_devices(cfg.cpu_devices)
+    want = usable_cores() if cfg.cpu_devices is None else int(cfg.cpu_devices)
+    if have < want and not _told_devices:
+        _tell_devices(have, want)
     if out_dir is not None or mlflow:
         if out_dir is None:
             raise ConfigError("out_dir", message="out_dir: mlflow=True needs an out_dir for the run's files")

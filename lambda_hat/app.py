@@ -395,7 +395,8 @@ usage: python -m lambda_hat [KEY=VALUE ...]            one estimate
        python -m lambda_hat --cfg job [KEY=VALUE ...]  print the composed config and exit
 
 config groups (choose a preset with GROUP=PRESET):
-  model      {presets("model")}   (model.widths=[in,...,out], model.true_rank)
+  model      {presets("model")}   (model.widths=[in,...,out], model.true_rank;
+             your own network: model=user model.factory=PKG.MODULE:FUNCTION [model.checkpoint=PATH])
   data       {presets("data")}   (data.n, data.input_dist, data.noise_std)
   posterior  {presets("posterior")}   (posterior.beta0: β = beta0 / log n, posterior.gamma)
   sampler    {presets("sampler")}

@@ -125,8 +125,9 @@ class PosteriorConfig:
     # full-batch samplers as they would scale). Minibatch losses always use rows.
     gram_loss: bool = True
     # Full-data losses (L_n(w*), full-batch samplers' gradients, VI's final estimate) are summed
-    # over chunks of this many rows, so memory stays bounded whatever n is.
-    eval_batch_size: int = 65536
+    # over chunks of this many rows, so memory stays bounded whatever n is. 8192: a 1M-parameter
+    # MLP (64-1024-896-10) at n = 1e5 peaked at 0.96 GB RSS with it, 4.4 GB with 65,536-row chunks.
+    eval_batch_size: int = 8192
     # Which n enters nβ = n·beta0/log n: "n" (the data's size, Watanabe's WBIC temperature, the
     # default) or "batch_size" (devinterp's default: B·beta0/log B with B the minibatch size).
     nbeta_from: str = "n"

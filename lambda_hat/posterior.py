@@ -74,7 +74,7 @@ class Posterior:
     gram_loss_fn: Callable[[jax.Array, dict[str, jax.Array]], jax.Array] | None = field(
         default=None, metadata=dict(static=True)
     )
-    eval_batch_size: int = field(default=65536, metadata=dict(static=True))  # rows per full-loss chunk
+    eval_batch_size: int = field(default=8192, metadata=dict(static=True))  # rows per full-loss chunk
     # Record a minibatch loss as L_b(w) - L_b(w*) + L_n(w*) (see recorded_loss)
     control_variate: bool = field(default=True, metadata=dict(static=True))
 
@@ -180,7 +180,7 @@ def _cast_data(data: Any, jdtype: jnp.dtype) -> Any:
 
 def make_posterior(
     target: Target, beta0: float, gamma: float, dtype: str, *, gram_loss: bool = True,
-    eval_batch_size: int = 65536, nbeta_n: int | None = None, control_variate: bool = True,
+    eval_batch_size: int = 8192, nbeta_n: int | None = None, control_variate: bool = True,
 ) -> Posterior:
     """Cast the target to ``dtype`` and flatten its parameters; call inside the dtype's x64 scope.
 

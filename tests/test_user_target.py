@@ -348,3 +348,62 @@ def test_bad_user_input_exits_2_and_writes_nothing(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["lambda_hat: error: data: leading axes differ (['x']: 2000, ['y']: 10); every array needs the same number of rows"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_models_with_batch_norm_and_dropout_are_evaluated_in_inference_mode() -> None:
+    """Batch norm on its running statistics (held fixed, not sampled), dropout off: the target's
+    loss at w* equals the framework's own eval-mode loss, and is deterministic."""
+    torch = _require_torch()
+    x, y = factories._classification(256, 5, 3, seed=3)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.BatchNorm1d(16), torch.nn.ReLU(), torch.nn.Dropout(0.5), torch.nn.Linear(16, 3))
+    net.train()
+    for _ in range(3):  # move the running statistics away from their initial values
+        net(torch.from_numpy(x))
+    t = lh.from_torch(net, (x, y), loss="cross_entropy")
+    assert set(t.params) == {"0.weight", "0.bias", "1.weight", "1.bias", "4.weight", "4.bias"}  # buffers held
+    with torch.no_grad():
+        expected = torch.nn.functional.cross_entropy(net.eval()(torch.from_numpy(x)), torch.from_numpy(y).long()).item()
+    assert float(t.loss(t.params, t.data)) == pytest.approx(expected, rel=1e-5)
+
+    from flax import nnx
+
+    class Net(nnx.Module):
+        def __init__(self, rngs: nnx.Rngs) -> None:
+            self.lin1, self.bn = nnx.Linear(5, 16, rngs=rngs), nnx.BatchNorm(16, rngs=rngs)
+            self.drop, self.lin2 = nnx.Dropout(0.5, rngs=rngs), nnx.Linear(16, 3, rngs=rngs)
+
+        def __call__(self, x: jax.Array) -> jax.Array:
+            return self.lin2(self.drop(jax.nn.relu(self.bn(self.lin1(x)))))
+
+    model = Net(nnx.Rngs(0))
+    model.train()
+    model(jnp.asarray(x))  # updates the batch statistics
+    t = lh.from_flax(model, (x, y), loss="cross_entropy")
+    assert "mean" not in str(jax.tree_util.tree_structure(t.params))  # BatchStats are held, not sampled
+    expected = float(jnp.mean(__import__("optax").softmax_cross_entropy_with_integer_labels(model(jnp.asarray(x)), y)))
+    assert float(t.loss(t.params, t.data)) == pytest.approx(expected, rel=1e-6)
+    assert float(t.loss(t.params, t.data)) == float(t.loss(t.params, t.data))  # no dropout draws
+
+
+def test_a_users_module_in_the_working_folder_runs_under_a_process_launcher(tmp_path: Path) -> None:
+    """The factory's module sits in the folder the command runs from (not installed, not on
+    PYTHONPATH); local_parallel runs each job in its own process, which must import it too."""
+    (tmp_path / "mynet.py").write_text(
+        "import jax.numpy as jnp, numpy as np\nimport lambda_hat as lh\n\n"
+        "def make(n: int = 3000, seed: int = 0):\n"
+        "    rng = np.random.default_rng(seed)\n"
+        "    x = rng.normal(size=(n, 4)); y = x @ rng.normal(size=(4, 2)) + 0.1 * rng.normal(size=(n, 2))\n"
+        "    w = np.linalg.lstsq(x, y, rcond=None)[0]\n"
+        "    return lh.Target.from_loss(lambda p, b: jnp.mean((b['x'] @ p - b['y']) ** 2), w, {'x': x, 'y': y}, name='mynet')\n"
+    )
+    sweep = tmp_path / "sweep"
+    proc = run_cli(
+        ["--multirun", "hydra/launcher=local_parallel", "model=user", "model.factory=mynet:make", "+model.args.seed=0,1",
+         *QUICK_CLI, f"hydra.sweep.dir={sweep}"],
+        cwd=tmp_path, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = pd.read_parquet(sweep / "llc_runs.parquet")
+    assert list(table["status"]) == ["ok", "ok"] and table["target_id"].nunique() == 2
+    assert all(json.loads((sweep / str(i) / "metrics.json").read_text())["model"] == "mynet" for i in range(2))

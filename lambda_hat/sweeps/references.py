@@ -55,6 +55,10 @@ def _cache_dir(cfg: DictConfig) -> Path:
 
 
 def _target_id(cfg: DictConfig) -> str:
+    if cfg.model.name == "user":  # the factory, its arguments and the checkpoint's sha256
+        from lambda_hat.targets.user import target_key
+
+        return target_key(cfg)[1]
     from lambda_hat.targets import store, target_spec
 
     return store.target_id(target_spec(cfg))
