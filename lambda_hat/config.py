@@ -482,18 +482,12 @@ class Config:
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
-    "model": {
-        "dln": DLNModelConfig,
-        "dln_random": RandomDLNModelConfig,
-        "mlp": MLPModelConfig,
-        "polynomial": PolynomialModelConfig,
-        "user": UserModelConfig,
-    },
     "data": {"data": DataConfig},
     "posterior": {"posterior": PosteriorConfig},
     "training": {"training": TrainingConfig},
 }
-# The sampler and vi schemas are those of lambda_hat.registry (one list of estimators).
+# The sampler and vi schemas are those of lambda_hat.registry (one list of estimators), the model
+# schemas those of lambda_hat.registry.TARGETS (one list of targets).
 
 # Keys renamed so that a name means one thing; the old spelling gets a pointer, not "unknown key".
 RENAMED_KEYS = {
@@ -511,13 +505,14 @@ def register_resolvers() -> None:
 
 def register_configs() -> None:
     """Register the root schema and every group schema (under ``schema/<group>``)."""
-    from lambda_hat.registry import ESTIMATORS, VI_ALGORITHMS
+    from lambda_hat.registry import ESTIMATORS, TARGETS, VI_ALGORITHMS
 
     register_resolvers()
     cs = ConfigStore.instance()
     cs.store(name="lambda_hat_schema", node=Config)
     groups = {
         **SCHEMAS,
+        "model": {name: t.schema for name, t in TARGETS.items()},
         "sampler": {name: e.schema for name, e in ESTIMATORS.items()},
         "vi": {name: a.schema for name, a in VI_ALGORITHMS.items()},
     }

@@ -1,14 +1,24 @@
-"""Every estimator in one place: name -> config schema, builder (imported lazily) and family.
+"""Every estimator and every target in one place: name -> config schema and builder (imported
+lazily), and an estimator's family.
 
-Validating a command line reads only this table and the schemas, so it never imports JAX; the
-builder module is imported when a run needs the kernel. A new estimator is one entry here, a
-schema in ``config.py`` and a preset in ``conf/sampler/``.
+Validating a command line reads only these tables and the schemas, so it never imports JAX; the
+builder module is imported when a run needs the kernel or the target. A new estimator is one entry
+in ESTIMATORS, a schema in ``config.py`` and a preset in ``conf/sampler/``; a new target one entry
+in TARGETS, a schema and a preset in ``conf/model/``. The ConfigStore's sampler, vi and model
+schemas are generated from these tables (lambda_hat.config.register_configs).
+
+Targets: a builder is called as ``build(cfg, cache_dir) -> Target`` and ``build_target``
+dispatches on ``cfg.model.name``. The built-in synthetic targets share one builder
+(lambda_hat.targets.build_builtin, content-cached); ``dln_random`` is a DLN drawn by the random
+generator (its model.name is "dln"); ``user`` imports the factory the config names
+(lambda_hat.targets.user).
 """
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from lambda_hat import config as C
@@ -102,3 +112,34 @@ def get(name: str) -> EstimatorSpec:
 
 def names(family: Family | None = None) -> list[str]:
     return [n for n, e in ESTIMATORS.items() if family is None or e.family == family]
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    name: str
+    schema: type
+    builder: str  # "module:function", called as builder(cfg, cache_dir) -> Target
+
+    def build(self, cfg: Any, cache_dir: Path | None = None) -> Any:
+        return _load(self.builder)(cfg, cache_dir)
+
+
+_BUILTIN = "lambda_hat.targets:build_builtin"
+TARGETS: dict[str, TargetSpec] = {
+    t.name: t
+    for t in (
+        TargetSpec("dln", C.DLNModelConfig, _BUILTIN),
+        TargetSpec("dln_random", C.RandomDLNModelConfig, _BUILTIN),
+        TargetSpec("mlp", C.MLPModelConfig, _BUILTIN),
+        TargetSpec("polynomial", C.PolynomialModelConfig, _BUILTIN),
+        TargetSpec("user", C.UserModelConfig, "lambda_hat.targets.user:build"),
+    )
+}
+
+
+def get_target(name: str) -> TargetSpec:
+    """The target registered under name (KeyError lists the known names)."""
+    try:
+        return TARGETS[name]
+    except KeyError:
+        raise KeyError(f"unknown target {name!r}; known: {', '.join(TARGETS)}") from None

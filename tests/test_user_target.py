@@ -407,3 +407,23 @@ def test_a_users_module_in_the_working_folder_runs_under_a_process_launcher(tmp_
     table = pd.read_parquet(sweep / "llc_runs.parquet")
     assert list(table["status"]) == ["ok", "ok"] and table["target_id"].nunique() == 2
     assert all(json.loads((sweep / str(i) / "metrics.json").read_text())["model"] == "mynet" for i in range(2))
+
+
+def test_a_missing_extra_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import importlib.util
+    import sys
+
+    from lambda_hat import torch_bridge
+    from lambda_hat.targets import checkpoints
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("torch", "torchax", "safetensors") else real(name, *a))
+    monkeypatch.setattr(torch_bridge, "_torchax", None)
+    with pytest.raises(lh.TargetError, match=r"^from_torch: needs the 'torch' extra: pip install -e \"\.\[torch\]\""):
+        lh.from_torch(object(), (np.zeros((4, 2)), np.zeros((4, 1))))
+    (tmp_path / "w.safetensors").write_bytes(b"x")
+    with pytest.raises(lh.TargetError, match=r"^model.checkpoint: a safetensors checkpoint needs the 'checkpoints' extra"):
+        checkpoints.load(tmp_path / "w.safetensors", {"w": np.zeros(2)})
+    monkeypatch.setitem(sys.modules, "flax", None)
+    with pytest.raises(lh.TargetError, match=r"^from_flax: needs the 'flax' extra"):
+        lh.from_flax(object(), (np.zeros((4, 2)), np.zeros((4, 1))))

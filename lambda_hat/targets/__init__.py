@@ -1,7 +1,7 @@
 """Targets: a loss, its data and the parameter w* at which λ is estimated.
 
 ``build_target(cfg)`` turns the ``model``/``data``/``training`` config into a :class:`Target`
-through the target registry (lambda_hat.targets.registry: name -> schema, builder). The built-in
+through the target registry (lambda_hat.registry.TARGETS: name -> schema, builder). The built-in
 synthetic targets are built here, reusing a cached build when the defining spec has been seen
 before (see ``store.py``); a user's own network is ``model=user`` (lambda_hat.targets.user).
 """
@@ -176,6 +176,6 @@ def build_builtin(cfg: DictConfig, cache_dir: Path | None = None) -> Target:
 
 def build_target(cfg: DictConfig, cache_dir: Path | None = None) -> Target:
     """Build (or load from the cache) the target that cfg.model names, through the target registry."""
-    from lambda_hat.targets.registry import get
+    from lambda_hat.registry import get_target
 
-    return get(cfg.model.name).build(cfg, cache_dir)
+    return get_target(cfg.model.name).build(cfg, cache_dir)

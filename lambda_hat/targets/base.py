@@ -2,7 +2,7 @@
 
 Every estimator sees a target only through ``loss(params, batch)`` (the mean loss over a batch's
 rows), the parameter pytree w* and a data pytree whose leaves share a leading axis of n rows. The
-built-in targets (lambda_hat.targets.registry) and a user's own network (``Target.from_loss``, the
+built-in targets (lambda_hat.registry.TARGETS) and a user's own network (``Target.from_loss``, the
 adapters in lambda_hat.adapters, or ``model=user`` on the command line) are all this one type.
 """
 
