@@ -461,7 +461,13 @@ def main() -> None:
     if any(a in ("--help", "-h") for a in argv):
         print(help_text())
         return
-    error = check_overrides(argv)
+    from lambda_hat.sweeps.checkpoints import expand_argv
+
+    flags, _ = _split_argv(argv)
+    argv, error = expand_argv(argv, any(f in ("-m", "--multirun") for f in flags))  # a folder/glob of checkpoints
+    sys.argv[1:] = argv  # Hydra reads its command line from sys.argv
+    if error is None:
+        error = check_overrides(argv)
     if error is not None:
         if os.environ.get("HYDRA_FULL_ERROR") == "1" and last_error is not None:
             traceback.print_exception(last_error)  # asked for: the whole story, then the line

@@ -319,7 +319,8 @@ def estimate_target(
         }
     if "rank" in target.meta:
         metrics["true_rank"] = int(target.meta["rank"])
-    for key in ("llc_global", "hessian_check", "layer_ranks", "factory", "checkpoint", "checkpoint_sha256"):
+    for key in ("llc_global", "hessian_check", "layer_ranks", "factory", "checkpoint", "checkpoint_sha256",
+                "training_step", "train_loss", "test_loss"):  # fmt: skip
         if key in target.meta:
             metrics[key] = target.meta[key]
     frame = outputs.trace_frame(trace, nbeta, L0)

@@ -12,6 +12,7 @@ import pandas as pd
 import yaml
 
 from lambda_hat.report import figures, page, ranking, runs, traces
+from lambda_hat.sweeps import checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,17 @@ def build(
                 figures.running_llc(curves, float(ref.iloc[0]) if len(ref) else math.nan, chosen, style), out / "running_llc.png"
             )
             sections.append(page.Section(f"Running λ̂ on {chosen}", "One run per estimator (lowest seed" + (f", budget {top_budget}" if top_budget else "") + "); chains pooled, burn-in excluded.", None, written["running_llc.png"]))
+    over_training = checkpoints.curve(table)
+    if over_training is not None:
+        for model, rows in over_training.groupby(over_training["model"] if "model" in over_training else 0):
+            name = f"llc_over_training_{model}.png" if over_training["model"].nunique() > 1 else "llc_over_training.png"
+            written[name] = figures.save(figures.llc_over_training(rows, f"λ̂ over training: {model}"), out / name)
+            sections.append(page.Section(
+                f"λ̂ over training: {model}",
+                "One run per checkpoint with the same sampler setting; λ̂ ± 1.96 standard errors against the "
+                "checkpoint's training step, and the losses it recorded.",
+                None, written[name],
+            ))  # fmt: skip
     front = optuna_front(sweep_dirs or [])
     if front is not None:
         written["pareto_front.png"] = figures.save(figures.pareto_front(*front), out / "pareto_front.png")

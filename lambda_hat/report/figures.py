@@ -230,6 +230,38 @@ def pareto_front(trials: pd.DataFrame, front_numbers: set[int]) -> Figure:
         return _finish(fig)
 
 
+def llc_over_training(rows: pd.DataFrame, title: str = "") -> Figure:
+    """λ̂ ± 1.96 se against the training step of each checkpoint (one sweep job each), with the
+    train and test loss on a second axis where the checkpoints recorded them."""
+    with plt.rc_context(RC):
+        fig, ax = plt.subplots(figsize=(PAGE_IN / 1.4, 3.2))
+        step = rows["training_step"].to_numpy(float)
+        llc = rows["llc_mean"].to_numpy(float)
+        se = rows["llc_sem"].to_numpy(float) if "llc_sem" in rows else np.zeros_like(llc)
+        ax.errorbar(step, llc, yerr=1.96 * np.nan_to_num(se), color="C0", marker="o", capsize=2, label="λ̂ ± 1.96 se")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("λ̂", color="C0")
+        if len(step) > 1 and step.min() > 0 and step.max() / step.min() > 30:
+            ax.set_xscale("log")
+            _plain(ax, "x")
+        losses = [(c, col) for c, col in (("train_loss", "C1"), ("test_loss", "C2")) if c in rows and rows[c].notna().any()]
+        handles, labels = ax.get_legend_handles_labels()
+        if losses:
+            ax2 = ax.twinx()
+            ax2.grid(False)
+            for name, colour in losses:
+                ax2.plot(step, rows[name].to_numpy(float), color=colour, ls="--", marker=".", label=name.replace("_", " "))
+            values = np.concatenate([rows[n].to_numpy(float) for n, _ in losses])
+            if _log_if_wide(values):
+                ax2.set_yscale("log")
+            ax2.set_ylabel("loss")
+            h2, l2 = ax2.get_legend_handles_labels()
+            handles, labels = handles + h2, labels + l2
+        ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3)
+        ax.set_title(title or "λ̂ over training")
+        return _finish(fig)
+
+
 def save(fig: Figure, path: Path) -> Path:
     """PNG, written to a temporary name and renamed (a reader never sees half a file)."""
     tmp = path.with_name(f".{path.name}.tmp.png")

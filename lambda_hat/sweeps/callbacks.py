@@ -60,7 +60,11 @@ class AggregateCallback(Callback):
             path = aggregate.write_table(sweep_dir, df, self.filename)
             last_summary = {**aggregate.summarize(df), "path": str(path)}
             log.info("sweep table: %s", aggregate.summary_line(df, path))
-            from lambda_hat.sweeps import parent
+            from lambda_hat.sweeps import checkpoints, parent
+
+            figure = checkpoints.write_figure(sweep_dir, df)
+            if figure is not None:
+                log.info("λ̂ over training: %s", figure)
 
             parent.finish(sweep_dir, path, last_summary)
         except Exception as e:  # the jobs' own files are on disk; `python -m lambda_hat.aggregate` rebuilds it

@@ -76,4 +76,29 @@ def finish(sweep_dir: Path, table: Path | None, summary: dict[str, Any] | None) 
         client.log_batch(run_id, metrics=[Metric(f"jobs_{k}", v, now, 0) for k, v in counts.items()])
     if table is not None and table.exists():
         client.log_artifact(run_id, str(table))
+        _log_curve(client, run_id, table, now)
     client.set_terminated(run_id, "FINISHED", end_time=now)
+
+
+def _log_curve(client: Any, run_id: str, table: Path, now: int) -> None:
+    """A sweep over checkpoints (lambda_hat.sweeps.checkpoints): λ̂, its se and the losses as metric
+    histories by training step (MLflow charts ``llc`` against the step), and the figure."""
+    import pandas as pd
+    from mlflow.entities import Metric
+
+    from lambda_hat.sweeps.checkpoints import FIGURE, curve
+
+    rows = curve(pd.read_parquet(table))
+    if rows is None:
+        return
+    metrics = []
+    for _, row in rows.iterrows():
+        for name, column in (("llc", "llc_mean"), ("llc_sem", "llc_sem"), ("train_loss", "train_loss"), ("test_loss", "test_loss")):
+            value = row.get(column)
+            if value is not None and pd.notna(value):
+                metrics.append(Metric(name, float(value), now, int(row["training_step"])))
+    if metrics:
+        client.log_batch(run_id, metrics=metrics)
+    figure = table.parent / FIGURE
+    if figure.exists():  # written by the sweep's callback beside the table
+        client.log_artifact(run_id, str(figure))

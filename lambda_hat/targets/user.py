@@ -91,7 +91,9 @@ def build(cfg: DictConfig, cache_dir: Path | None = None) -> Target:
         path = Path(model.checkpoint).expanduser()
         params = checkpoints.load(path, target.w_star, model.checkpoint_format, target.meta.get("checkpoint_names"))
         target = target.with_params(params)
-        meta |= {"checkpoint": str(path), "checkpoint_sha256": spec["checkpoint_sha256"]}
+        from lambda_hat.sweeps.checkpoints import training_info
+
+        meta |= {"checkpoint": str(path), "checkpoint_sha256": spec["checkpoint_sha256"], **training_info(path)}
     target = replace(target, target_id=tid, meta=meta, name=target.name if target.name != "user" else func_name(model.factory))
     log.info("target %s (%s, n=%d, d=%d) built by %s", tid, target.name, target.n_rows, target.d, model.factory)
     _BUILT.clear()  # one at a time: a target may hold a large data set
