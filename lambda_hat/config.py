@@ -138,6 +138,10 @@ class PosteriorConfig:
     # control variate: same mean, far less noise where the loss at w* is not ~0; posterior.py).
     # false = L_b(w) alone (devinterp's estimator).
     control_variate: bool = True
+    # A weight-refined LLC: sample only the parameter arrays whose key paths match one of these
+    # patterns (fnmatch: "1", "1/*", "params/Dense_0/*", "0.weight"), the rest held at w*; null = all.
+    # The work per step is the whole network's (the gradient still runs through every layer).
+    restrict: Optional[list[str]] = None
 
 
 NBETA_FROM = ("n", "batch_size")

@@ -25,9 +25,10 @@ over rows, so the row-weighted mean of the chunks' losses is L_n exactly (up to 
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,20 +78,30 @@ class Posterior:
     eval_batch_size: int = field(default=8192, metadata=dict(static=True))  # rows per full-loss chunk
     # Record a minibatch loss as L_b(w) - L_b(w*) + L_n(w*) (see recorded_loss)
     control_variate: bool = field(default=True, metadata=dict(static=True))
+    # A weight-restricted posterior (posterior.restrict): only the coordinates `selected` of the
+    # flat parameter vector are sampled (w, w_star are those), the rest held at w_full's values.
+    w_full: jax.Array | None = None
+    selected: jax.Array | None = None
 
     @property
     def dtype(self) -> jnp.dtype:
         return self.w_star.dtype
 
+    def all_params(self, w: jax.Array) -> jax.Array:
+        """The model's whole flat parameter vector for the sampled coordinates w."""
+        if self.selected is None:
+            return w
+        return self.w_full.at[self.selected].set(w)
+
     def full_loss(self, w: jax.Array) -> jax.Array:
         """L_n(w) on the whole data set."""
         if self.gram is not None and self.gram_loss_fn is not None:
-            return self.gram_loss_fn(w, self.gram)
-        return chunked_mean_loss(self.loss_fn, w, self.data, self.n, self.eval_batch_size)
+            return self.gram_loss_fn(self.all_params(w), self.gram)
+        return chunked_mean_loss(self.loss_fn, self.all_params(w), self.data, self.n, self.eval_batch_size)
 
     def batch_loss(self, w: jax.Array, idx: jax.Array) -> jax.Array:
         """Mean loss on the rows idx (an unbiased estimate of L_n(w) for uniform idx)."""
-        return self.loss_fn(w, jax.tree.map(lambda a: a[idx], self.data))
+        return self.loss_fn(self.all_params(w), jax.tree.map(lambda a: a[idx], self.data))
 
     def recorded_loss(self, loss: jax.Array, idx: jax.Array) -> jax.Array:
         """The per-draw loss a minibatch sampler records, from L_b(w) on the rows idx.
@@ -181,6 +192,7 @@ def _cast_data(data: Any, jdtype: jnp.dtype) -> Any:
 def make_posterior(
     target: Target, beta0: float, gamma: float, dtype: str, *, gram_loss: bool = True,
     eval_batch_size: int = 8192, nbeta_n: int | None = None, control_variate: bool = True,
+    restrict: Sequence[str] | None = None,
 ) -> Posterior:
     """Cast the target to ``dtype`` and flatten its parameters; call inside the dtype's x64 scope.
 
@@ -188,6 +200,9 @@ def make_posterior(
     eval_batch_size: rows per chunk of a full-data loss. nbeta_n: the n in nβ = n·beta0/log n
     (default: the target's sample size; a minibatch size for devinterp's convention).
     control_variate: minibatch losses recorded with the control variate (Posterior.recorded_loss).
+    restrict: sample only the parameters whose key paths match one of these patterns (fnmatch, e.g.
+    "1/*" or "params/Dense_0/kernel"; see parameter_paths), the rest held at w* (a weight-refined
+    LLC); None = all.
 
     Raises TargetError when the loss at w* is not a finite scalar.
     """
@@ -195,6 +210,10 @@ def make_posterior(
     template = jax.tree.map(lambda a: jnp.asarray(a, jdtype), target.w_star)
     w_star, _ = ravel_pytree(template)
     leaves, structure = jax.tree.flatten(template)
+    w_full, selected = w_star, None
+    if restrict is not None:
+        selected = jnp.asarray(select(template, restrict))
+        w_star = w_full[selected]
     use_gram = gram_loss and target.product is not None
     data = _cast_data(target.data, jdtype)
     out = int(np.shape(data["y"])[1]) if use_gram else 0
@@ -208,17 +227,17 @@ def make_posterior(
     if use_gram:
         p0 = np.asarray(target.product(target.w_star), np.float64)
         gram = {k: jnp.asarray(v, jdtype) for k, v in gram_statistics(target.x, target.y, p0).items()}
-        L0 = jax.jit(gram_loss_fn)(w_star, gram)
+        L0 = jax.jit(gram_loss_fn)(w_full, gram)
     else:
         try:
-            shape = jax.eval_shape(loss_fn, w_star, jax.tree.map(lambda a: a[: min(n, chunk)], data)).shape
+            shape = jax.eval_shape(loss_fn, w_full, jax.tree.map(lambda a: a[: min(n, chunk)], data)).shape
         except TargetError:
             raise
         except Exception as e:  # the user's loss does not run on this data: say where, in one line
             raise TargetError("loss", f"fails on a batch of the data: {type(e).__name__}: {' '.join(str(e).split())[:300]}") from e
         if shape != ():
             raise TargetError("loss", f"must return a scalar (the mean loss over the batch), returned shape {list(shape)}")
-        L0 = _full_loss(loss_fn, w_star, data, n, chunk)
+        L0 = _full_loss(loss_fn, w_full, data, n, chunk)
     if not np.isfinite(float(L0)):
         raise TargetError("loss", f"is {float(L0)} at w* on the full data; λ̂ needs a finite loss at w*")
     return Posterior(
@@ -234,4 +253,27 @@ def make_posterior(
         d=int(w_star.size),
         eval_batch_size=chunk,
         control_variate=bool(control_variate),
+        w_full=None if selected is None else w_full,
+        selected=selected,
     )
+
+
+def parameter_paths(params: Any) -> list[str]:
+    """The key path of each parameter array, as posterior.restrict patterns match them ("0", "1/w",
+    "params/Dense_0/kernel", "0.weight")."""
+    from lambda_hat.targets.checkpoints import key_of
+
+    return [key_of(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+
+
+def select(params: Any, patterns: Sequence[str]) -> np.ndarray:
+    """Indices into the flat parameter vector (ravel_pytree's order) of the arrays whose key paths
+    match one of the patterns; TargetError naming the paths when none does."""
+    paths = parameter_paths(params)
+    sizes = [int(np.size(a)) for a in jax.tree.leaves(params)]
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
+    chosen = [i for i, path in enumerate(paths) if any(fnmatch.fnmatchcase(path, str(p)) for p in patterns)]
+    if not chosen:
+        listing = ", ".join(paths[:24]) + (", ..." if len(paths) > 24 else "")
+        raise TargetError("posterior.restrict", f"{list(patterns)} matches no parameter; the parameters are: {listing}")
+    return np.concatenate([np.arange(starts[i], starts[i] + sizes[i]) for i in chosen])

@@ -98,6 +98,7 @@ def prepare(cfg: DictConfig, target: Target | None = None) -> tuple[Target, Post
         target, p.beta0, p.gamma, cfg.sampler.dtype, gram_loss=bool(p.gram_loss),
         eval_batch_size=int(p.eval_batch_size), nbeta_n=nbeta_sample_size(cfg, target),
         control_variate=bool(p.control_variate),
+        restrict=None if p.restrict is None else list(p.restrict),
     )  # fmt: skip
     return target, posterior
 
@@ -267,7 +268,9 @@ def estimate_target(
             trace, cost = _sample(cfg, spec, posterior, key, wait_for_tracking)
         nbeta, L0 = float(posterior.nbeta), float(posterior.L0)
         minimum = minimum_check(posterior) if cfg.posterior.check_minimum else {}
-    est = estimate_llc(trace.loss, trace.num_burnin_draws, nbeta, L0, target.llc_true)
+    # a weight-restricted λ̂ is another quantity than the whole model's λ: no truth to compare with
+    llc_true = target.llc_true if cfg.posterior.restrict is None else None
+    est = estimate_llc(trace.loss, trace.num_burnin_draws, nbeta, L0, llc_true)
     if variational:
         est |= variational_diagnostics(trace, nbeta)
     metrics: dict[str, Any] = {
@@ -291,6 +294,8 @@ def estimate_target(
         "gram_loss": posterior.gram is not None,
         "eval_batch_size": posterior.eval_batch_size,
         "control_variate": posterior.control_variate,
+        "restrict": None if cfg.posterior.restrict is None else list(cfg.posterior.restrict),
+        "d_total": target.d,
         "L0": L0,
         **minimum,
         "num_chains": int(s.num_chains),
