@@ -27,6 +27,7 @@ from lambda_hat.targets.base import Target, TargetError
 def from_apply(
     apply: Callable[[Any, Any], Any], params: Any, data: Any, *, loss: str | losses.Loss = "mse",
     n: int | None = None, name: str | None = None, llc_true: float | None = None, meta: dict[str, Any] | None = None,
+    held: dict[str, Any] | None = None, held_unloadable: bool = False,
 ) -> Target:
     """A target from ``apply(params, inputs) -> outputs``, w* and data, with a loss by name.
 
@@ -36,7 +37,9 @@ def from_apply(
         data: see the module docstring.
         loss: "mse", "cross_entropy", "next_token" or a callable loss(params, batch).
         n, name, llc_true: as for Target.from_loss.
-        meta: recorded with the target (e.g. checkpoint names).
+        meta: recorded with the target.
+        held: the state apply reads but does not sample (Target.held), restored by checkpoints.
+        held_unloadable: the model holds float state no checkpoint can restore (Target.held_unloadable).
 
     Returns:
         The Target; for cross_entropy / next_token the labels were checked to be integers in
@@ -50,7 +53,10 @@ def from_apply(
     target = Target.from_loss(loss_fn, params, batch, n=n, name=name, llc_true=llc_true)
     if loss in ("cross_entropy", "next_token"):
         _check_labels(apply, params, target.data, loss)
-    return replace(target, meta={**(meta or {}), "loss": loss if isinstance(loss, str) else "callable"})
+    return replace(
+        target, meta={**(meta or {}), "loss": loss if isinstance(loss, str) else "callable"}, held=held or None,
+        held_unloadable=held_unloadable,
+    )  # fmt: skip
 
 
 def _check_labels(apply: Callable, params: Any, batch: dict[str, Any], loss: str) -> None:
@@ -104,7 +110,9 @@ def from_flax(
         def apply_nnx(p: Any, x: Any) -> Any:
             return nnx.merge(graphdef, p, rest)(x)
 
-        return from_apply(apply_nnx, params, data, loss=loss, n=n, name=name or type(model).__name__)
+        # batch statistics live in `rest`; a checkpoint of the parameters would not restore them
+        stats = any(jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating) for a in jax.tree.leaves(rest) if hasattr(a, "dtype"))
+        return from_apply(apply_nnx, params, data, loss=loss, n=n, name=name or type(model).__name__, held_unloadable=stats)
     if isinstance(model, linen.Module):
         if variables is None:
             raise TargetError("from_flax", "a linen module needs its trained variables: from_flax(module, data, variables=...)")
@@ -112,10 +120,14 @@ def from_flax(
         rest = {k: v for k, v in variables.items() if k != "params"}
         kwargs = dict(apply_kwargs or {})
 
+        from flax.core import unfreeze
+
+        rest = unfreeze(rest)  # a mutable copy: a checkpoint's batch_stats/... load into it
+
         def apply_linen(p: Any, x: Any) -> Any:
             return model.apply({"params": p, **rest}, x, **kwargs)
 
-        return from_apply(apply_linen, params, data, loss=loss, n=n, name=name or type(model).__name__)
+        return from_apply(apply_linen, params, data, loss=loss, n=n, name=name or type(model).__name__, held=rest)
     raise TargetError("from_flax", f"expects an nnx.Module or a linen.Module, got {type(model).__name__}")
 
 
@@ -142,7 +154,7 @@ def from_equinox(
         net = eqx.combine(p, static)
         return net(x) if batched else jax.vmap(net)(x)
 
-    return from_apply(apply_eqx, params, data, loss=loss, n=n, name=name or type(model).__name__)
+    return from_apply(apply_eqx, params, data, loss=loss, n=n, name=name or type(model).__name__, meta={"equinox_static": static})
 
 
 def from_torch(
@@ -166,9 +178,8 @@ def from_torch(
 
     data = jax.tree.map(_to_numpy, data)
     params = jax.tree.map(np.asarray, params)
-    names = {k: k for k in params}  # state_dict names are the checkpoint's keys
-    return from_apply(apply_torch, params, data, loss=loss, n=n, name=name or type(module).__name__,
-                      meta={"checkpoint_names": names})  # fmt: skip
+    # state_dict names are the checkpoint's keys; its buffers (running statistics) load into `buffers`
+    return from_apply(apply_torch, params, data, loss=loss, n=n, name=name or type(module).__name__, held=buffers)
 
 
 def _to_numpy(a: Any) -> Any:

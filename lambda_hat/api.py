@@ -8,6 +8,7 @@ the run's files go there, as a CLI run's do) and MLflow is off unless ``mlflow=T
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,8 +74,8 @@ def _hydra_value(value: Any) -> str:
         return "[" + ",".join(_hydra_value(v) for v in value) + "]"
     if isinstance(value, Mapping):
         return "{" + ",".join(f"{k}:{_hydra_value(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, str):
-        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(value, (str, os.PathLike)):  # quoted; Hydra unescapes \\ only before a quote
+        return "'" + str(value).replace("'", "\\'").replace("${", "\\${") + "'"
     return repr(value) if isinstance(value, float) else str(value)
 
 

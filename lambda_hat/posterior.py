@@ -217,10 +217,13 @@ def make_posterior(
     use_gram = gram_loss and target.product is not None
     data = _cast_data(target.data, jdtype)
     out = int(np.shape(data["y"])[1]) if use_gram else 0
-    loss_fn, gram_loss_fn = _loss_functions(
-        target.loss, target.product if use_gram else None, structure, tuple(tuple(a.shape) for a in leaves),
-        jdtype.name, out,
-    )  # fmt: skip
+    key = (target.loss, target.product if use_gram else None, structure, tuple(tuple(a.shape) for a in leaves), jdtype.name, out)
+    try:
+        hash(key)
+    except TypeError:  # an unhashable callable loss (e.g. a module holding arrays): build it uncached
+        loss_fn, gram_loss_fn = _loss_functions.__wrapped__(*key)
+    else:
+        loss_fn, gram_loss_fn = _loss_functions(*key)
     n = target.n_rows
     chunk = int(eval_batch_size)
     gram = None

@@ -92,6 +92,7 @@ def prepare(cfg: DictConfig, target: Target | None = None) -> tuple[Target, Post
     """The target (built or cached) and the posterior an estimator samples; call inside precision(cfg)."""
     if target is None:
         target = build_target(cfg, cache_dir_of(cfg))
+    target.check_data()
     check_fits(cfg, target)
     p = cfg.posterior
     posterior = make_posterior(
@@ -322,10 +323,12 @@ def estimate_target(
             "fit_time_s": trace.warmup_time_s,
             "final_time_s": trace.sampling_time_s,
         }
-    if "rank" in target.meta:
+    if "rank" in target.meta and cfg.posterior.restrict is None:
         metrics["true_rank"] = int(target.meta["rank"])
-    for key in ("llc_global", "hessian_check", "layer_ranks", "factory", "checkpoint", "checkpoint_sha256",
-                "training_step", "train_loss", "test_loss"):  # fmt: skip
+    whole_model = ("llc_global", "hessian_check", "layer_ranks")  # not the restricted λ̂'s
+    for key in (*whole_model, "factory", "checkpoint", "checkpoint_sha256", "training_step", "train_loss", "test_loss"):
+        if key in whole_model and cfg.posterior.restrict is not None:
+            continue
         if key in target.meta:
             metrics[key] = target.meta[key]
     frame = outputs.trace_frame(trace, nbeta, L0)

@@ -101,3 +101,26 @@ def classifier(framework: str = "jax", n: int = 600, hidden: int = 8, seed: int 
         net = torch.nn.Sequential(torch.nn.Linear(5, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 3))
         return lh.from_torch(net, (x, y), loss="cross_entropy", name="clf_torch")
     raise ValueError(f"unknown framework {framework!r}")
+
+
+def raises(n: int = 10) -> lh.Target:
+    raise FileNotFoundError(f"no data file for n={n}")
+
+
+def torch_bn(seed: int = 0) -> lh.Target:
+    """A torch classifier with batch norm, at its initial weights and statistics (a fresh module)."""
+    import torch
+
+    x, y = _classification(256, 5, 3, seed=3)
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.BatchNorm1d(16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    return lh.from_torch(net, (x, y), loss="cross_entropy", name="torch_bn")
+
+
+def nnx_bn(seed: int = 0) -> lh.Target:
+    from flax import nnx
+
+    x, y = _classification(256, 5, 3, seed=3)
+    rngs = nnx.Rngs(seed)
+    net = nnx.Sequential(nnx.Linear(5, 16, rngs=rngs), nnx.BatchNorm(16, rngs=rngs), jax.nn.relu, nnx.Linear(16, 3, rngs=rngs))
+    return lh.from_flax(net, (x, y), loss="cross_entropy")

@@ -103,3 +103,12 @@ def test_llc_over_training_end_to_end_with_mlflow_report_and_resume(tmp_path: Pa
     assert list(table.sort_values("job_num")["training_step"]) == [10, 100, 1000, 5000]
     reused = (proc.stdout + proc.stderr).count("is complete (status ok); its results are reused")
     assert reused == 3, proc.stderr[-3000:]
+
+
+def test_resume_finds_the_sweep_after_more_checkpoints_were_saved(tmp_path: Path) -> None:
+    from lambda_hat.sweeps.resume import _same_sweep
+
+    a = ["model=user", "model.checkpoint='c/s_1.npz','c/s_2.npz'", "seed=0"]
+    assert _same_sweep(a, ["model=user", "model.checkpoint='c/s_1.npz','c/s_2.npz','c/s_3.npz'", "seed=0"])
+    assert not _same_sweep(a, ["model=user", "model.checkpoint='c/s_0.npz','c/s_1.npz','c/s_2.npz'", "seed=0"])
+    assert not _same_sweep(a, ["model=user", "model.checkpoint='c/s_1.npz','c/s_2.npz'", "seed=1"])

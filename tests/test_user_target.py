@@ -315,7 +315,7 @@ def _bad(tmp_path: Path) -> list[tuple[list[str], str]]:
         ([f + "vector_loss"], "loss: must return a scalar"),
         ([f + "nan_loss"], "loss: is nan at w*"),
         ([f + "linear", "+model.args.rows_y=1999"], "data: leading axes differ (['x']: 2000, ['y']: 1999)"),
-        ([f + "linear", "+model.args.nope=1"], "model.args: tests.factories:linear(nope=) failed"),
+        ([f + "linear", "+model.args.nope=1"], "model.args: tests.factories:linear(nope=): got an unexpected keyword argument 'nope'"),
         ([f + "linear", "model.args.n=5"], "model.args.n: a new factory argument; add it with a '+'"),
         ([f + "linear", "sampler.batch_size=5000"], "sampler.batch_size: 5000 exceeds the data's 2000 rows"),
         ([f + "linear", f"model.checkpoint={tmp_path}/none.npz"], "does not exist"),
@@ -441,3 +441,56 @@ def test_weight_restricted_llc_samples_only_the_matching_layer() -> None:
         assert abs(r.llc_mean / 8.0 - 1) < 0.1, str(r)
     with pytest.raises(lh.TargetError, match=r"posterior.restrict: \['2/\*'\] matches no parameter; the parameters are: 0, 1"):
         lh.estimate(t, "hmc", overrides={"posterior.restrict": ["2/*"]})
+
+
+def test_checkpoints_restore_held_state_and_whole_equinox_models(tmp_path: Path) -> None:
+    """A torch state_dict restores the running statistics too; an Equinox file of the whole model
+    (Dropout's non-array leaves included) reads back; NNX batch statistics are refused, not mixed."""
+    torch = _require_torch()
+    from lambda_hat.targets import checkpoints
+
+    trained = factories.torch_bn(seed=1)  # another init ...
+    x, y = factories._classification(256, 5, 3, seed=3)
+    torch.manual_seed(1)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.BatchNorm1d(16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    net.train()
+    for _ in range(5):
+        net(torch.from_numpy(x) * 3 + 1)  # ... and running statistics far from their initial values
+    torch.save(net.state_dict(), tmp_path / "bn.pt")
+    with torch.no_grad():
+        expected = torch.nn.functional.cross_entropy(net.eval()(torch.from_numpy(x)), torch.from_numpy(y).long()).item()
+    del trained
+    proc_line = app.check_overrides(["model=user", "model.factory=tests.factories:torch_bn", f"model.checkpoint={tmp_path / 'bn.pt'}",
+                                     "sampler.batch_size=64", "mlflow.enabled=false"])  # fmt: skip
+    assert proc_line is None
+    from lambda_hat.app import compose_config
+    from lambda_hat.targets import build_target as build
+
+    t = build(compose_config(["model=user", "model.factory=tests.factories:torch_bn", f"model.checkpoint={tmp_path / 'bn.pt'}"]))
+    assert float(t.loss(t.params, t.data)) == pytest.approx(expected, rel=1e-5)
+
+    import equinox as eqx
+
+    class Net(eqx.Module):
+        mlp: eqx.nn.MLP
+        drop: eqx.nn.Dropout
+
+        def __call__(self, x: jax.Array) -> jax.Array:
+            return self.drop(self.mlp(x), inference=True)
+
+    net_eqx = Net(eqx.nn.MLP(5, 3, 8, 1, key=jax.random.key(0)), eqx.nn.Dropout(0.3))
+    t = lh.from_equinox(net_eqx, (x, y), loss="cross_entropy")
+    halved = jax.tree.map(lambda a: a / 2 if eqx.is_inexact_array(a) else a, net_eqx)
+    eqx.tree_serialise_leaves(tmp_path / "whole.eqx", halved)
+    params = checkpoints.load(tmp_path / "whole.eqx", t.params, equinox_static=t.meta["equinox_static"])
+    assert float(t.loss(params, t.data)) == pytest.approx(float(t.loss(jax.tree.map(lambda a: a / 2, t.params), t.data)), rel=1e-6)
+
+    lh.save_npz(tmp_path / "nnx.npz", factories.nnx_bn().params)
+    line = app.check_overrides(["model=user", "model.factory=tests.factories:nnx_bn", f"model.checkpoint={tmp_path / 'nnx.npz'}",
+                                "mlflow.enabled=false"])  # fmt: skip
+    assert line is not None and line.startswith("model.checkpoint: tests.factories:nnx_bn returns a model with batch statistics")
+
+
+def test_a_factory_that_raises_is_one_line() -> None:
+    line = app.check_overrides(["model=user", "model.factory=tests.factories:raises", "mlflow.enabled=false"])
+    assert line == "model.factory: tests.factories:raises raised FileNotFoundError: no data file for n=10"

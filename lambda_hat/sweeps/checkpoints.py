@@ -81,7 +81,8 @@ def expand(value: str) -> list[Path] | None:
 
 
 def _quote(path: Path) -> str:
-    return "'" + str(path).replace("\\", "\\\\").replace("'", "\\'") + "'"
+    # Hydra unescapes \\ only before a quote, so only quotes are escaped; ${ would interpolate
+    return "'" + str(path).replace("'", "\\'").replace("${", "\\${") + "'"
 
 
 def expand_argv(argv: list[str], multirun: bool) -> tuple[list[str], str | None]:

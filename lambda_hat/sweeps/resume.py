@@ -40,9 +40,24 @@ def find_sweep(launch_dir: Path, overrides: list[str]) -> Path | None:
             task = yaml.safe_load(record.read_text())["hydra"]["overrides"]["task"]
         except (OSError, yaml.YAMLError, KeyError, TypeError):
             continue
-        if isinstance(task, list) and _without_resume([str(t) for t in task]) == wanted:
+        if isinstance(task, list) and _same_sweep(_without_resume([str(t) for t in task]), wanted):
             found.append((record.stat().st_mtime, record.parent))
     return max(found)[1] if found else None
+
+
+def _same_sweep(earlier: list[str], wanted: list[str]) -> bool:
+    """The same overrides, except that a sweep over checkpoints may have grown: a folder expanded
+    later lists the earlier checkpoints first (ordered by training step), then the new ones."""
+    if len(earlier) != len(wanted):
+        return False
+    for old, new in zip(earlier, wanted):
+        if old == new:
+            continue
+        key, _, old_value = old.partition("=")
+        new_key, _, new_value = new.partition("=")
+        if key != new_key or key.lstrip("+") != "model.checkpoint" or not new_value.startswith(old_value + ","):
+            return False
+    return True
 
 
 def _plain(cfg: Any) -> dict[str, Any]:

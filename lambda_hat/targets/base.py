@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from lambda_hat.config import ConfigError
@@ -56,6 +57,12 @@ class Target:
     meta: dict[str, Any] = field(default_factory=dict)
     n: int | None = None
     product: Callable[[Any], Any] | None = None
+    # State the loss uses but does not sample (batch-norm statistics, torch buffers), as a mutable
+    # dict of arrays by name (the adapters' loss reads it): a checkpoint restores it with w*.
+    held: dict[str, Any] | None = None
+    # True when the model holds float state (batch statistics) that no checkpoint can restore
+    # here (Flax NNX): loading a checkpoint is then refused rather than silently mixing states.
+    held_unloadable: bool = False
 
     @classmethod
     def from_loss(
@@ -146,7 +153,7 @@ class Target:
             raise TargetError("data", f"has {lengths[0]} row(s); needs n >= 2 (beta = beta0 / log n)")
         if not jax.tree.leaves(self.w_star):
             raise TargetError("params", "has no arrays")
-        bad = [np.asarray(a).dtype for a in jax.tree.leaves(self.w_star) if not np.issubdtype(np.asarray(a).dtype, np.floating)]
+        bad = [np.asarray(a).dtype for a in jax.tree.leaves(self.w_star) if not jnp.issubdtype(np.asarray(a).dtype, jnp.floating)]
         if bad:
             raise TargetError("params", f"must be float arrays (found {bad[0]}); keep integer state out of params")
         if self.n is not None and self.n < 2:

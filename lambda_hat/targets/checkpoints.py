@@ -97,11 +97,37 @@ def _from_flat(flat: dict[str, np.ndarray], template: Any, names: dict[str, str]
     return jax.tree.unflatten(jax.tree.structure(template), out)
 
 
-def load(path: str | Path, template: Any, fmt: str = "auto", names: dict[str, str] | None = None) -> Any:
+def _take_held(flat: dict[str, np.ndarray], held: dict[str, Any] | None) -> None:
+    """Move the arrays a target holds fixed (batch-norm statistics, torch buffers) out of flat and
+    into held (in place: the target's loss reads that dict), shape-checked, in held's dtype."""
+    if not held:
+        return
+    targets = {key_of(p): p for p, _ in jax.tree_util.tree_flatten_with_path(held)[0]}
+    for name, path in targets.items():
+        if name not in flat:
+            continue
+        value = flat.pop(name)
+        node = held
+        for k in path[:-1]:
+            node = node[getattr(k, "key", getattr(k, "idx", None))]
+        last = getattr(path[-1], "key", getattr(path[-1], "idx", None))
+        old = node[last]
+        if np.shape(value) != np.shape(old):
+            raise TargetError("model.checkpoint", f"{name} has shape {list(np.shape(value))}, the model expects {list(np.shape(old))}")
+        node[last] = jax.numpy.asarray(value, dtype=np.asarray(old).dtype)
+
+
+def load(
+    path: str | Path, template: Any, fmt: str = "auto", names: dict[str, str] | None = None,
+    held: dict[str, Any] | None = None, equinox_static: Any = None,
+) -> Any:
     """The checkpoint at path as a pytree shaped like template (shape and dtype checked per leaf).
 
-    names: {template key path: name in the file}, for files that name arrays otherwise (a torch
-    state_dict's "0.weight" for a from_torch target's leaves).
+    names: {template key path: name in the file}, for files that name arrays otherwise.
+    held: the target's held state (Target.held): arrays of the file with its names (a torch
+    state_dict's running statistics, a linen checkpoint's batch_stats/...) are loaded into it.
+    equinox_static: the non-array part of an Equinox model (from_equinox), so that a file written
+    from the whole model (``eqx.tree_serialise_leaves(path, model)``) reads back leaf for leaf.
     """
     path = Path(path).expanduser()
     if not path.exists():
@@ -111,21 +137,30 @@ def load(path: str | Path, template: Any, fmt: str = "auto", names: dict[str, st
     try:
         if fmt == "npz":
             with np.load(path, allow_pickle=False) as z:
-                params = _from_flat({k: z[k] for k in z.files}, template, names)
+                flat = {k: z[k] for k in z.files}
+            _take_held(flat, held)
+            params = _from_flat(flat, template, names)
         elif fmt == "safetensors":
             from safetensors.numpy import load_file
 
-            params = _from_flat(dict(load_file(str(path))), template, names)
+            flat = dict(load_file(str(path)))
+            _take_held(flat, held)
+            params = _from_flat(flat, template, names)
         elif fmt == "torch":
             import torch
 
             state = torch.load(str(path), map_location="cpu", weights_only=True)
             flat = {k: v.detach().cpu().numpy() for k, v in state.items()}
+            _take_held(flat, held)
             params = _from_flat(flat, template, names)
         elif fmt == "equinox":
             import equinox as eqx
 
-            params = eqx.tree_deserialise_leaves(str(path), template)
+            if equinox_static is not None:  # the whole model's leaves, then its float arrays again
+                model = eqx.tree_deserialise_leaves(str(path), eqx.combine(template, equinox_static))
+                params = eqx.partition(model, eqx.is_inexact_array)[0]
+            else:
+                params = eqx.tree_deserialise_leaves(str(path), template)
         elif fmt == "orbax":
             import orbax.checkpoint as ocp
 

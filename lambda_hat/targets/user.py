@@ -14,6 +14,7 @@ returns something else, a checkpoint that does not fit, bad data.
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 import re
 import sys
@@ -78,18 +79,29 @@ def build(cfg: DictConfig, cache_dir: Path | None = None) -> Target:
     fn = load_factory(model.factory)
     args = spec["args"]
     try:
+        inspect.signature(fn).bind(**args)
+    except TypeError as e:
+        raise TargetError("model.args", f"{model.factory}({', '.join(f'{k}=' for k in args)}): {' '.join(str(e).split())[:200]}") from e
+    except ValueError:  # no signature to check (a builtin): the call says
+        pass
+    try:
         target = fn(**args)
     except TargetError:
         raise
-    except TypeError as e:
-        raise TargetError("model.args", f"{model.factory}({', '.join(f'{k}=' for k in args)}) failed: {' '.join(str(e).split())[:200]}") from e
+    except Exception as e:  # the user's code failed: one line naming it (HYDRA_FULL_ERROR=1 for the traceback)
+        raise TargetError("model.factory", f"{model.factory} raised {type(e).__name__}: {' '.join(str(e).split())[:200]}") from e
     if not isinstance(target, Target):
         raise TargetError("model.factory", f"{model.factory} returned {type(target).__name__}, not a lambda_hat.Target")
     target.check_data()
     meta = {**target.meta, "factory": model.factory}
     if model.checkpoint:
         path = Path(model.checkpoint).expanduser()
-        params = checkpoints.load(path, target.w_star, model.checkpoint_format, target.meta.get("checkpoint_names"))
+        if target.held_unloadable:
+            raise TargetError(
+                "model.checkpoint", f"{model.factory} returns a model with batch statistics that a checkpoint of its "
+                "parameters cannot restore; load the checkpoint inside the factory (nnx.update) and leave model.checkpoint unset",
+            )  # fmt: skip
+        params = checkpoints.load(path, target.w_star, model.checkpoint_format, held=target.held, equinox_static=target.meta.get("equinox_static"))
         target = target.with_params(params)
         from lambda_hat.sweeps.checkpoints import training_info
 
