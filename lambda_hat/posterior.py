@@ -234,8 +234,6 @@ def make_posterior(
     else:
         try:
             shape = jax.eval_shape(loss_fn, w_full, jax.tree.map(lambda a: a[: min(n, chunk)], data)).shape
-        except TargetError:
-            raise
         except Exception as e:  # the user's loss does not run on this data: say where, in one line
             raise TargetError("loss", f"fails on a batch of the data: {type(e).__name__}: {' '.join(str(e).split())[:300]}") from e
         if shape != ():

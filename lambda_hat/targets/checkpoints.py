@@ -81,13 +81,12 @@ def _require(fmt: str) -> None:
         raise TargetError("model.checkpoint", f"a {fmt} checkpoint needs the '{extra}' extra: pip install -e \".[{extra}]\"")
 
 
-def _from_flat(flat: dict[str, np.ndarray], template: Any, names: dict[str, str] | None) -> Any:
-    """The template's pytree with each leaf taken from flat by its key path (or names[key path])."""
+def _from_flat(flat: dict[str, np.ndarray], template: Any) -> Any:
+    """The template's pytree with each leaf taken from flat by its key path."""
     leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
     out = []
     for path, _ in leaves:
-        key = key_of(path)
-        name = (names or {}).get(key, key)
+        key = name = key_of(path)
         if name not in flat:
             known = ", ".join(sorted(flat)[:8])
             raise TargetError("model.checkpoint", f"has no array {name!r} for parameter {key} (it has: {known}{', ...' if len(flat) > 8 else ''})")
@@ -118,12 +117,11 @@ def _take_held(flat: dict[str, np.ndarray], held: dict[str, Any] | None) -> None
 
 
 def load(
-    path: str | Path, template: Any, fmt: str = "auto", names: dict[str, str] | None = None,
-    held: dict[str, Any] | None = None, equinox_static: Any = None,
+    path: str | Path, template: Any, fmt: str = "auto", held: dict[str, Any] | None = None,
+    equinox_static: Any = None,
 ) -> Any:
     """The checkpoint at path as a pytree shaped like template (shape and dtype checked per leaf).
 
-    names: {template key path: name in the file}, for files that name arrays otherwise.
     held: the target's held state (Target.held): arrays of the file with its names (a torch
     state_dict's running statistics, a linen checkpoint's batch_stats/...) are loaded into it.
     equinox_static: the non-array part of an Equinox model (from_equinox), so that a file written
@@ -139,20 +137,20 @@ def load(
             with np.load(path, allow_pickle=False) as z:
                 flat = {k: z[k] for k in z.files}
             _take_held(flat, held)
-            params = _from_flat(flat, template, names)
+            params = _from_flat(flat, template)
         elif fmt == "safetensors":
             from safetensors.numpy import load_file
 
             flat = dict(load_file(str(path)))
             _take_held(flat, held)
-            params = _from_flat(flat, template, names)
+            params = _from_flat(flat, template)
         elif fmt == "torch":
             import torch
 
             state = torch.load(str(path), map_location="cpu", weights_only=True)
             flat = {k: v.detach().cpu().numpy() for k, v in state.items()}
             _take_held(flat, held)
-            params = _from_flat(flat, template, names)
+            params = _from_flat(flat, template)
         elif fmt == "equinox":
             import equinox as eqx
 
