@@ -12,7 +12,7 @@ import pandas as pd
 import yaml
 
 from lambda_hat.report import figures, page, ranking, runs, traces
-from lambda_hat.sweeps import checkpoints
+from lambda_hat.sweeps import calibration, checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +135,13 @@ def build(
                 "checkpoint's training step, and the losses it recorded.",
                 None, written[name],
             ))  # fmt: skip
+    calibrated = calibration.write_report(out, table)
+    if calibrated is not None:
+        written.update(calibrated.paths)
+        sections.append(page.Section(
+            "Calibration", f"{calibrated.summary_line()}. Verdicts and rules: calibration.md.", calibration.display(calibrated.verdicts),
+            calibrated.paths["calibration.png"],
+        ))  # fmt: skip
     front = optuna_front(sweep_dirs or [])
     if front is not None:
         written["pareto_front.png"] = figures.save(figures.pareto_front(*front), out / "pareto_front.png")

@@ -269,3 +269,57 @@ def save(fig: Figure, path: Path) -> Path:
     plt.close(fig)
     tmp.replace(path)
     return path
+
+
+def calibration(verdicts: pd.DataFrame, recommended: dict | None, traces: dict[float, pd.DataFrame]) -> Figure:
+    """A calibration sweep (lambda_hat.sweeps.calibration): λ̂ ± 1.96 se and MALA acceptance
+    against the step, one line per (nβ, γ) — healthy settings filled, the others hollow, the flat
+    region thick, the recommendation starred — and, at the recommended (nβ, γ), each step's loss
+    trace as nβ(L − L_n(w*)) averaged over chains (below 0 = below L_n(w*))."""
+    with plt.rc_context(RC):
+        fig, axes = plt.subplots(1, 3, figsize=(PAGE_IN * 1.3, 2.8))
+        groups = list(verdicts.groupby(["beta0", "gamma"], sort=True))
+        for i, ((beta0, gamma), g) in enumerate(groups):
+            colour = plt.get_cmap("tab10")(i % 10)
+            label = f"nβ {g['nbeta'].iloc[0]:,.4g}" + (f", γ {gamma:g}" if verdicts["gamma"].nunique() > 1 else "")
+            ok = g["verdict"] == "healthy"
+            for ax, col in ((axes[0], "llc_mean"), (axes[1], "mala_accept")):
+                ax.plot(g["step_size"], g[col], color=colour, lw=0.8, label=label if ax is axes[0] else None)
+                ax.plot(g.loc[g["flat"], "step_size"], g.loc[g["flat"], col], color=colour, lw=2.5, alpha=0.5)
+                ax.scatter(g.loc[ok, "step_size"], g.loc[ok, col], color=colour, s=14, zorder=3)
+                ax.scatter(g.loc[~ok, "step_size"], g.loc[~ok, col], facecolors="none", edgecolors=colour, s=14, zorder=3)
+            axes[0].errorbar(g["step_size"], g["llc_mean"], yerr=1.96 * np.nan_to_num(g["llc_sem"].to_numpy(float)), fmt="none", ecolor=colour, capsize=1.5, lw=0.6)
+        if recommended is not None:
+            for ax, col in ((axes[0], "llc_mean"), (axes[1], "mala_accept")):
+                ax.scatter([recommended["step_size"]], [recommended[col]], marker="*", s=90, color="k", zorder=4, label="recommended" if ax is axes[0] else None)
+        finite = verdicts["llc_mean"].to_numpy(float)
+        finite = finite[np.isfinite(finite)]
+        if len(finite) and finite.min() > 0 and finite.max() / finite.min() > 30:
+            axes[0].set_yscale("log")
+        axes[1].axhspan(0.9, 0.98, color="0.85", alpha=0.5, lw=0)
+        axes[1].set_ylim(-0.02, 1.02)
+        for ax, ylabel in ((axes[0], "λ̂ ± 1.96 se"), (axes[1], "MALA acceptance")):
+            ax.set_xscale("log")
+            ax.set_xlabel("step size ε")
+            ax.set_ylabel(ylabel)
+        axes[0].legend(loc="best")
+        cmap = plt.get_cmap("viridis")
+        steps = sorted(traces)
+        for j, step in enumerate(steps):
+            t = traces[step]
+            per_draw = t.groupby("step", sort=True)["llc"].mean()
+            blocks = max(1, len(per_draw) // 100)  # block means: readable lines, same shape
+            smooth = per_draw.rolling(blocks, min_periods=1).mean().iloc[::blocks]
+            axes[2].plot(smooth.index, smooth.to_numpy(), color=cmap(j / max(1, len(steps) - 1)), lw=0.8, label=f"ε {step:.2g}")
+        axes[2].axhline(0.0, color="k", lw=0.6, ls="--")
+        axes[2].set_xlabel("step")
+        axes[2].set_ylabel("nβ(L − L_n(w*)), chain mean")
+        if steps:
+            axes[2].legend(loc="best", ncol=2)
+            values = np.concatenate([traces[s].groupby("step")["llc"].mean().to_numpy(float) for s in steps])
+            values = values[np.isfinite(values)]
+            if len(values):  # one runaway step must not flatten the others
+                lo, hi = np.percentile(values, [1, 99])
+                axes[2].set_ylim(min(lo, 0.0) - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
+        axes[2].set_title("loss traces" + (f" at nβ {recommended['nbeta']:,.4g}" if recommended else ""))
+        return _finish(fig)

@@ -65,6 +65,11 @@ class AggregateCallback(Callback):
             figure = checkpoints.write_figure(sweep_dir, df)
             if figure is not None:
                 log.info("λ̂ over training: %s", figure)
+            from lambda_hat.sweeps import calibration
+
+            report = calibration.write_report(sweep_dir, df)
+            if report is not None:
+                log.info("%s -> %s", report.summary_line(), report.paths["calibration.md"])
 
             parent.finish(sweep_dir, path, last_summary)
         except Exception as e:  # the jobs' own files are on disk; `python -m lambda_hat.aggregate` rebuilds it
