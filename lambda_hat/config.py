@@ -142,9 +142,16 @@ class PosteriorConfig:
     # patterns (fnmatch: "1", "1/*", "params/Dense_0/*", "0.weight"), the rest held at w*; null = all.
     # The work per step is the whole network's (the gradient still runs through every layer).
     restrict: Optional[list[str]] = None
+    # A data-refined LLC (Wang et al. 2024): the loss inside λ̂ (L0 and every draw's loss) is
+    # measured on this named subset of the target (Target.subsets: one class, one token type), on
+    # all its rows per draw; null = the data. sample_on: "data" samples on the target's data (the
+    # default), "subset" samples on the subset too (n, nβ and minibatches from it).
+    measure_on: Optional[str] = None
+    sample_on: str = "data"
 
 
 NBETA_FROM = ("n", "batch_size")
+SAMPLE_ON = ("data", "subset")
 
 
 # ---------------------------------------------------------------- training (trained targets)
@@ -700,6 +707,9 @@ def validate(cfg: DictConfig) -> None:
             "batch_size" in sampler and sampler.name != "vi", "posterior.nbeta_from", "batch_size",
             f"needs a minibatch sampler (sampler={sampler.name} has no minibatch); use posterior.nbeta_from=n",
         )  # fmt: skip
+    _one_of(cfg, "posterior.sample_on", SAMPLE_ON)
+    if cfg.posterior.sample_on == "subset":
+        _require(cfg.posterior.measure_on is not None, "posterior.sample_on", "subset", "needs posterior.measure_on (the subset's name)")
 
     if sampler.name == "vi":
         _validate_vi(cfg)

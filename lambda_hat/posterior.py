@@ -28,6 +28,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,6 +83,11 @@ class Posterior:
     # flat parameter vector are sampled (w, w_star are those), the rest held at w_full's values.
     w_full: jax.Array | None = None
     selected: jax.Array | None = None
+    # A data-refined posterior (posterior.measure_on): the loss inside λ̂ — L0 and every draw's
+    # loss — is L on this second dataset (all its rows, in chunks), while sampling uses `data`.
+    measure_data: Any = None
+    measure_L0: jax.Array | None = None
+    measure_n: int = field(default=0, metadata=dict(static=True))
 
     @property
     def dtype(self) -> jnp.dtype:
@@ -120,6 +126,19 @@ class Posterior:
             return loss
         at_w_star = jax.lax.stop_gradient(self.batch_loss(self.w_star, idx))
         return loss - at_w_star + self.L0
+
+    @property
+    def measuring(self) -> bool:
+        return self.measure_data is not None
+
+    def measured_loss(self, w: jax.Array) -> jax.Array:
+        """L(w) on the measure dataset, all its rows (a data-refined λ̂'s per-draw loss)."""
+        return chunked_mean_loss(self.loss_fn, self.all_params(w), self.measure_data, self.measure_n, self.eval_batch_size)
+
+    @property
+    def llc_L0(self) -> jax.Array:
+        """The L(w*) that λ̂ subtracts: on the measure dataset when there is one."""
+        return self.measure_L0 if self.measuring else self.L0
 
     def localization(self, w: jax.Array) -> jax.Array:
         return 0.5 * self.gamma * jnp.sum((w - self.w_star) ** 2)
@@ -192,7 +211,7 @@ def _cast_data(data: Any, jdtype: jnp.dtype) -> Any:
 def make_posterior(
     target: Target, beta0: float, gamma: float, dtype: str, *, gram_loss: bool = True,
     eval_batch_size: int = 8192, nbeta_n: int | None = None, control_variate: bool = True,
-    restrict: Sequence[str] | None = None,
+    restrict: Sequence[str] | None = None, measure: Any = None,
 ) -> Posterior:
     """Cast the target to ``dtype`` and flatten its parameters; call inside the dtype's x64 scope.
 
@@ -202,7 +221,8 @@ def make_posterior(
     control_variate: minibatch losses recorded with the control variate (Posterior.recorded_loss).
     restrict: sample only the parameters whose key paths match one of these patterns (fnmatch, e.g.
     "1/*" or "params/Dense_0/kernel"; see parameter_paths), the rest held at w* (a weight-refined
-    LLC); None = all.
+    LLC); None = all. measure: a second dataset shaped like the target's data on which λ̂'s loss is
+    measured (a data-refined LLC: Posterior.measure_data); None = the sampling data.
 
     Raises TargetError when the loss at w* is not a finite scalar.
     """
@@ -212,7 +232,7 @@ def make_posterior(
     leaves, structure = jax.tree.flatten(template)
     w_full, selected = w_star, None
     if restrict is not None:
-        selected = jnp.asarray(select(template, restrict))
+        selected = jnp.asarray(select(template, expand_groups(restrict, target.groups)))
         w_star = w_full[selected]
     use_gram = gram_loss and target.product is not None
     data = _cast_data(target.data, jdtype)
@@ -241,6 +261,13 @@ def make_posterior(
         L0 = _full_loss(loss_fn, w_full, data, n, chunk)
     if not np.isfinite(float(L0)):
         raise TargetError("loss", f"is {float(L0)} at w* on the full data; λ̂ needs a finite loss at w*")
+    measure_data, measure_L0, measure_n = None, None, 0
+    if measure is not None:
+        measure_data = _cast_data(measure, jdtype)
+        measure_n = int(np.shape(jax.tree.leaves(measure_data)[0])[0])
+        measure_L0 = _full_loss(loss_fn, w_full, measure_data, measure_n, chunk)
+        if not np.isfinite(float(measure_L0)):
+            raise TargetError("posterior.measure_on", f"the loss at w* on that subset is {float(measure_L0)}; λ̂ needs a finite one")
     return Posterior(
         data=data,
         w_star=w_star,
@@ -256,6 +283,9 @@ def make_posterior(
         control_variate=bool(control_variate),
         w_full=None if selected is None else w_full,
         selected=selected,
+        measure_data=measure_data,
+        measure_L0=measure_L0,
+        measure_n=measure_n,
     )
 
 
@@ -267,14 +297,62 @@ def parameter_paths(params: Any) -> list[str]:
     return [key_of(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
 
 
+_INDEX = re.compile(r"^(?P<path>.+?)\[(?P<index>[-0-9:, .]*[:,.][-0-9:, .]*|-?\d+)\]$")
+
+
+def _parse_index(text: str) -> tuple[Any, ...]:
+    """A numpy basic index from "0", ":, 2", "0:16", "..., 3:5" (integers, slices, an ellipsis)."""
+    out: list[Any] = []
+    for part in text.split(","):
+        part = part.strip()
+        if part == "...":
+            out.append(Ellipsis)
+        elif ":" in part:
+            bounds = [int(b) if b.strip() else None for b in part.split(":")]
+            if len(bounds) > 3:
+                raise ValueError(part)
+            out.append(slice(*bounds))
+        else:
+            out.append(int(part))
+    return tuple(out)
+
+
+def expand_groups(patterns: Sequence[str], groups: dict[str, Sequence[str]] | None) -> list[str]:
+    """Patterns with the names of a target's parameter groups (Target.groups, e.g. "l0h1" for one
+    attention head's Q/K/V/O slices) replaced by the groups' patterns."""
+    out: list[str] = []
+    for p in patterns:
+        out.extend(groups[p] if groups and p in groups else [p])
+    return out
+
+
 def select(params: Any, patterns: Sequence[str]) -> np.ndarray:
-    """Indices into the flat parameter vector (ravel_pytree's order) of the arrays whose key paths
-    match one of the patterns; TargetError naming the paths when none does."""
+    """Indices into the flat parameter vector (ravel_pytree's order) of the parameters the patterns
+    name: an array by its key path (fnmatch: "1/*", "params/Dense_0/kernel"), or part of one by a
+    trailing numpy index of integers and slices ("attn/query/kernel[:, 0]" = head 0 of a Flax
+    attention kernel shaped (features, heads, head_dim); "0.self_attn.in_proj_weight[0:16]").
+    TargetError naming the paths when a pattern matches nothing or its index does not apply."""
     paths = parameter_paths(params)
-    sizes = [int(np.size(a)) for a in jax.tree.leaves(params)]
+    shapes = [np.shape(a) for a in jax.tree.leaves(params)]
+    sizes = [int(np.prod(s, dtype=int)) for s in shapes]
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
-    chosen = [i for i, path in enumerate(paths) if any(fnmatch.fnmatchcase(path, str(p)) for p in patterns)]
-    if not chosen:
+    chosen: dict[int, np.ndarray] = {}
+    unmatched = []
+    for pattern in map(str, patterns):
+        m = _INDEX.match(pattern)
+        glob_part, index = (m["path"], m["index"]) if m else (pattern, None)
+        hits = [i for i, path in enumerate(paths) if fnmatch.fnmatchcase(path, glob_part)]
+        if not hits:
+            unmatched.append(pattern)
+        for i in hits:
+            flat = np.arange(starts[i], starts[i] + sizes[i]).reshape(shapes[i])
+            if index is not None:
+                try:
+                    flat = flat[_parse_index(index)]
+                except (ValueError, IndexError, TypeError) as e:
+                    raise TargetError("posterior.restrict", f"{pattern!r}: index [{index}] does not apply to {paths[i]} of shape {list(shapes[i])} ({e})") from None
+            chosen[i] = np.union1d(chosen.get(i, np.array([], int)), np.ravel(flat))
+    if unmatched:
         listing = ", ".join(paths[:24]) + (", ..." if len(paths) > 24 else "")
-        raise TargetError("posterior.restrict", f"{list(patterns)} matches no parameter; the parameters are: {listing}")
-    return np.concatenate([np.arange(starts[i], starts[i] + sizes[i]) for i in chosen])
+        raise TargetError("posterior.restrict", f"{unmatched} matches no parameter; the parameters are: {listing}")
+    return np.concatenate([chosen[i] for i in sorted(chosen)]).astype(int)

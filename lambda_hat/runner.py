@@ -8,6 +8,7 @@ launch_dir)`` takes a composed config and returns the metrics it also writes to 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
@@ -93,13 +94,20 @@ def prepare(cfg: DictConfig, target: Target | None = None) -> tuple[Target, Post
     if target is None:
         target = build_target(cfg, cache_dir_of(cfg))
     target.check_data()
-    check_fits(cfg, target)
     p = cfg.posterior
+    measure = None
+    if p.measure_on is not None:  # a data-refined λ̂
+        subset = target.subset(str(p.measure_on))
+        if p.sample_on == "subset":  # sample on the subset too: it is the data, n its rows
+            target = dataclasses.replace(target, data=subset, n=None, product=target.product)
+        else:
+            measure = subset
+    check_fits(cfg, target)
     posterior = make_posterior(
         target, p.beta0, p.gamma, cfg.sampler.dtype, gram_loss=bool(p.gram_loss),
         eval_batch_size=int(p.eval_batch_size), nbeta_n=nbeta_sample_size(cfg, target),
         control_variate=bool(p.control_variate),
-        restrict=None if p.restrict is None else list(p.restrict),
+        restrict=None if p.restrict is None else list(p.restrict), measure=measure,
     )  # fmt: skip
     return target, posterior
 
@@ -136,6 +144,11 @@ def summary_line(m: dict[str, Any]) -> str:
         est = "λ̂ = n/a (all chains diverged)"
     else:
         est = f"λ̂ = {m['llc_mean']:.3f} ± {m['llc_sem']:.3f}"
+    refined = [f"weights {','.join(m['restrict'])}"] if m.get("restrict") else []
+    if m.get("measure_on"):
+        refined.append(f"loss on {m['measure_on']}" + (", sampled there" if m.get("sample_on") == "subset" else ""))
+    if refined:
+        est += f" (refined: {'; '.join(refined)})"
     truth = ""
     if m["llc_true"] is not None:
         truth = f" | true λ = {m['llc_true']:g}"
@@ -267,10 +280,11 @@ def estimate_target(
             trace = _fit_variational(cfg, posterior, key, label, wait_for_tracking)
         else:
             trace, cost = _sample(cfg, spec, posterior, key, wait_for_tracking)
-        nbeta, L0 = float(posterior.nbeta), float(posterior.L0)
+        nbeta, L0 = float(posterior.nbeta), float(posterior.llc_L0)
         minimum = minimum_check(posterior) if cfg.posterior.check_minimum else {}
-    # a weight-restricted λ̂ is another quantity than the whole model's λ: no truth to compare with
-    llc_true = target.llc_true if cfg.posterior.restrict is None else None
+    # a weight- or data-refined λ̂ is another quantity than the whole model's λ: no truth to compare with
+    refined = cfg.posterior.restrict is not None or cfg.posterior.measure_on is not None
+    llc_true = None if refined else target.llc_true
     est = estimate_llc(trace.loss, trace.num_burnin_draws, nbeta, L0, llc_true)
     if variational:
         est |= variational_diagnostics(trace, nbeta)
@@ -298,6 +312,9 @@ def estimate_target(
         "restrict": None if cfg.posterior.restrict is None else list(cfg.posterior.restrict),
         "d_total": target.d,
         "L0": L0,
+        "measure_on": None if cfg.posterior.measure_on is None else str(cfg.posterior.measure_on),
+        "sample_on": str(cfg.posterior.sample_on) if cfg.posterior.measure_on is not None else "data",
+        "n_measure": posterior.measure_n if posterior.measuring else posterior.n,
         **minimum,
         "num_chains": int(s.num_chains),
         "num_steps": int(s.num_steps),

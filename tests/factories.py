@@ -124,3 +124,16 @@ def nnx_bn(seed: int = 0) -> lh.Target:
     rngs = nnx.Rngs(seed)
     net = nnx.Sequential(nnx.Linear(5, 16, rngs=rngs), nnx.BatchNorm(16, rngs=rngs), jax.nn.relu, nnx.Linear(16, 3, rngs=rngs))
     return lh.from_flax(net, (x, y), loss="cross_entropy")
+
+
+def refined_linear(n: int = 20000, n_sub: int = 2000, seed: int = 0) -> lh.Target:
+    """y = x w + noise on 4 inputs (λ = 2 at the fit), with a subset "two_inputs" whose rows use
+    only the first two inputs: a data-refined λ measured there is 1 (two directions count)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4))
+    y = x @ rng.normal(size=(4, 1)) + 0.1 * rng.normal(size=(n, 1))
+    w_hat = np.linalg.lstsq(x, y, rcond=None)[0]
+    xs = np.concatenate([rng.normal(size=(n_sub, 2)), np.zeros((n_sub, 2))], axis=1)
+    subset = {"x": xs, "y": xs @ w_hat}  # noiseless at w*: L(w*) = 0 there
+    loss = lambda p, b: jnp.mean((b["x"] @ p["w"] - b["y"]) ** 2)  # noqa: E731
+    return lh.Target.from_loss(loss, {"w": w_hat}, {"x": x, "y": y}, subsets={"two_inputs": subset})

@@ -494,3 +494,52 @@ def test_checkpoints_restore_held_state_and_whole_equinox_models(tmp_path: Path)
 def test_a_factory_that_raises_is_one_line() -> None:
     line = app.check_overrides(["model=user", "model.factory=tests.factories:raises", "mlflow.enabled=false"])
     assert line == "model.factory: tests.factories:raises raised FileNotFoundError: no data file for n=10"
+
+
+@pytest.mark.parametrize("sample_on", ["data", "subset"])
+def test_data_refined_llc_measures_the_loss_on_a_subset(sample_on: str) -> None:
+    """Linear regression on 4 inputs (λ = 2); on a subset using only two inputs the refined λ is 1,
+    whether sampling uses the data or the subset (then the other two directions are free)."""
+    target = factories.refined_linear()
+    quick = {"sampler.num_chains": 4, "sampler.num_steps": 8000, "progress": False}
+    plain = lh.estimate(target, "sgld", seed=0, overrides=quick)
+    refined = lh.estimate(target, "sgld", seed=0, overrides={**quick, "posterior.measure_on": "two_inputs", "posterior.sample_on": sample_on})
+    assert abs(plain.llc_mean / 2.0 - 1) < 0.1
+    assert abs(refined.llc_mean / 1.0 - 1) < 0.1, refined.metrics
+    m = refined.metrics
+    assert (m["measure_on"], m["sample_on"], m["n_measure"]) == ("two_inputs", sample_on, 2000)
+    assert m["n"] == (20000 if sample_on == "data" else 2000) and m["L0"] < 1e-12
+    if sample_on == "data":  # the subset's forward pass per draw is counted: 2000/20000 FGE per draw and chain
+        assert m["n_fge"] > plain.metrics["n_fge"]
+
+
+def test_data_refined_bad_subset_is_one_line() -> None:
+    target = factories.refined_linear(n=1000, n_sub=100)
+    with pytest.raises(lh.TargetError, match=r"posterior.measure_on: 'nope': the target has no such subset; it has: two_inputs"):
+        lh.estimate(target, "sgld", overrides={"posterior.measure_on": "nope"})
+    with pytest.raises(lh.ConfigError, match="posterior.sample_on"):
+        lh.estimate(target, "sgld", overrides={"posterior.sample_on": "subset"})
+    with pytest.raises(lh.TargetError, match=r"subsets\['bad'\]"):
+        target.with_subset("bad", {"x": np.zeros((10, 3)), "y": np.zeros((10, 1))})
+
+
+def test_restrict_takes_index_slices_and_named_groups() -> None:
+    """A trailing numpy index picks part of an array (one attention head's slice); a target's
+    named group stands for its patterns; a bad index is one line."""
+    from lambda_hat.posterior import expand_groups, select
+
+    params = {"attn": {"query": np.zeros((8, 4, 2)), "out": np.zeros((4, 2, 8))}, "b": np.zeros(3)}
+    flat_out = np.arange(64).reshape(4, 2, 8)  # "attn/out" comes first in ravel order (sorted keys)
+    head1 = select(params, ["attn/query[:, 1]", "attn/out[1]"])
+    assert len(head1) == 16 + 16
+    assert set(head1[:16]) == set(flat_out[1].ravel())
+    query = 64 + np.arange(64).reshape(8, 4, 2)
+    assert set(head1[16:]) == set(query[:, 1].ravel())
+    assert list(select(params, ["b[0:2]"])) == [128, 129]
+    assert len(select(params, ["attn/*"])) == 128
+    assert expand_groups(["h1", "b"], {"h1": ["attn/query[:, 1]", "attn/out[1]"]}) == ["attn/query[:, 1]", "attn/out[1]", "b"]
+    with pytest.raises(lh.TargetError, match=r"posterior.restrict: 'b\[5\]': index \[5\] does not apply to b of shape \[3\]"):
+        select(params, ["b[5]"])
+    target = factories.dln([4, 6, 4], n=2000).with_group("last", ["1"])
+    r = lh.estimate(target, "sgld", overrides={"sampler.num_steps": 200, "sampler.num_chains": 1, "posterior.restrict": ["last"], "progress": False})
+    assert (r.metrics["d"], r.metrics["d_total"], r.metrics["restrict"]) == (24, 48, ["last"])

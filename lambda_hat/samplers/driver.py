@@ -290,7 +290,11 @@ def run_chains(
             )
             # |w - w*| at the draw, for the drift check (lambda_hat.health): O(d) per draw
             extras_mean["distance"] = jnp.sqrt(jnp.sum((states.position - posterior.w_star) ** 2, axis=-1)).astype(posterior.dtype)
-            return (states, t), (losses[-1], fge, extras_mean)
+            loss = losses[-1]
+            if posterior.measuring:  # a data-refined λ̂: the draw's loss on the second dataset, all rows
+                loss = jax.vmap(posterior.measured_loss)(states.position).astype(loss.dtype)
+                fge = fge + posterior.measure_n / posterior.n  # its forward pass, counted as a gradient's work
+            return (states, t), (loss, fge, extras_mean)
 
         (states, t), (losses, fge, extras) = jax.lax.scan(one_draw, (states, t), None, length=draws_per_chunk)
         return states, t, losses, fge, extras

@@ -63,11 +63,17 @@ class Target:
     # True when the model holds float state (batch statistics) that no checkpoint can restore
     # here (Flax NNX): loading a checkpoint is then refused rather than silently mixing states.
     held_unloadable: bool = False
+    # Named second datasets for a data-refined λ̂ (posterior.measure_on): pytrees shaped like data
+    # (same structure, same per-row shapes), e.g. one class or one token type.
+    subsets: dict[str, Any] = field(default_factory=dict)
+    # Named parameter groups for a weight-refined λ̂: posterior.restrict=[l0h1] stands for these
+    # patterns (e.g. one attention head's Q/K/V/O slices; lambda_hat.posterior.select).
+    groups: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
     def from_loss(
         cls, loss_fn: Loss, params: Any, data: Any, *, n: int | None = None, name: str | None = None,
-        llc_true: float | None = None,
+        llc_true: float | None = None, subsets: dict[str, Any] | None = None, groups: dict[str, list[str]] | None = None,
     ) -> Target:
         """A target from a plain loss function, its parameters w* and its data.
 
@@ -78,6 +84,10 @@ class Target:
             n: the sample size entering nβ = n·β (default: the data's number of rows).
             name: a short name for run names and tables (default "user").
             llc_true: the true λ, when known (then λ̂'s relative error is reported).
+            subsets: named second datasets shaped like ``data`` (e.g. ``{"class_3": ...}``): a
+                data-refined λ̂ measures its loss on one of them (``posterior.measure_on``).
+            groups: named parameter groups, name -> restrict patterns (e.g. ``{"l0h1":
+                ["attn/query/kernel[:, 1]", ...]}``): ``posterior.restrict=[l0h1]`` samples them.
 
         Returns:
             A Target whose data's leading axes were checked to agree.
@@ -93,7 +103,9 @@ class Target:
         """
         if not callable(loss_fn):
             raise TargetError("loss", f"must be a callable loss(params, batch), got {type(loss_fn).__name__}")
-        target = cls(loss=loss_fn, w_star=params, data=data, name=name or "user", llc_true=llc_true, n=n)
+        target = cls(loss=loss_fn, w_star=params, data=data, name=name or "user", llc_true=llc_true, n=n, subsets=dict(subsets or {}),
+            groups={str(k): [str(p) for p in v] for k, v in (groups or {}).items()},
+        )
         target.check_data()
         return target
 
@@ -134,6 +146,23 @@ class Target:
         check_like(params, self.w_star, "params")
         return replace(self, w_star=params)
 
+    def with_subset(self, name: str, data: Any) -> Target:
+        """The same target with one more named dataset for a data-refined λ̂ (checked like data)."""
+        target = replace(self, subsets={**self.subsets, str(name): data})
+        target.check_data()
+        return target
+
+    def with_group(self, name: str, patterns: list[str]) -> Target:
+        """The same target with one more named parameter group (posterior.restrict=[name])."""
+        return replace(self, groups={**self.groups, str(name): [str(p) for p in patterns]})
+
+    def subset(self, name: str) -> Any:
+        """The named subset's data; TargetError listing the subsets when there is none of that name."""
+        if name not in self.subsets:
+            have = ", ".join(sorted(self.subsets)) or "none (give them with Target.from_loss(..., subsets={...}))"
+            raise TargetError("posterior.measure_on", f"{name!r}: the target has no such subset; it has: {have}")
+        return self.subsets[name]
+
     def check_data(self) -> None:
         """Raise TargetError unless data is a non-empty pytree of arrays with one leading length."""
         leaves = jax.tree.leaves(self.data)
@@ -158,6 +187,16 @@ class Target:
             raise TargetError("params", f"must be float arrays (found {bad[0]}); keep integer state out of params")
         if self.n is not None and self.n < 2:
             raise TargetError("n", f"is {self.n}; must be >= 2")
+        for name, subset in self.subsets.items():
+            if jax.tree.structure(subset) != jax.tree.structure(self.data):
+                raise TargetError(f"subsets[{name!r}]", "pytree structure differs from the data's")
+            rows = set()
+            for a, b in zip(jax.tree.leaves(subset), leaves):
+                if np.shape(a)[1:] != np.shape(b)[1:] or np.ndim(a) == 0:
+                    raise TargetError(f"subsets[{name!r}]", f"an array has shape {list(np.shape(a))}, the data's {list(np.shape(b))} (rows may differ, not the rest)")
+                rows.add(np.shape(a)[0])
+            if len(rows) > 1 or min(rows) < 1:
+                raise TargetError(f"subsets[{name!r}]", f"leading axes differ or are empty ({sorted(rows)})")
 
 
 def check_like(new: Any, template: Any, what: str) -> None:

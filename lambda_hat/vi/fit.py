@@ -192,6 +192,8 @@ def run_fits(
         # lax.map in blocks: a full-data forward pass per draw, not num_draws of them at once
         loss = jax.lax.map(posterior.full_loss, w, batch_size=min(num_draws, 32))
         log_p = -posterior.nbeta * loss - jax.vmap(posterior.localization)(w)
+        if posterior.measuring:  # a data-refined λ̂: its loss on the second dataset, weights as before
+            loss = jax.lax.map(posterior.measured_loss, w, batch_size=min(num_draws, 32))
         return loss, log_p - (log_q - log_det_scale)
 
     final_fn = _over_chains(
