@@ -39,10 +39,7 @@ def load_digits(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
 
 def init_params(widths: list[int], seed: int = 0) -> list[dict[str, jax.Array]]:
     keys = jax.random.split(jax.random.key(seed), len(widths) - 1)
-    return [
-        {"w": jax.random.normal(k, (a, b)) * jnp.sqrt(2.0 / a), "b": jnp.zeros(b)}
-        for k, a, b in zip(keys, widths[:-1], widths[1:])
-    ]
+    return [{"w": jax.random.normal(k, (a, b)) * jnp.sqrt(2.0 / a), "b": jnp.zeros(b)} for k, a, b in zip(keys, widths[:-1], widths[1:])]
 
 
 def apply(params: list[dict[str, jax.Array]], x: jax.Array) -> jax.Array:
@@ -87,8 +84,10 @@ def train(steps: int = 2000, every: int = 0, hidden: int = 32, seed: int = 0, pa
             losses = {"train_loss": float(mean_loss(params, x, y)), "test_loss": float(mean_loss(params, x_test, y_test))}
             Path(f"ckpts/step_{t:06d}.json").write_text(json.dumps({"step": t, **losses}))
     lh.save_npz(path, params)
-    print(f"trained {steps} full-batch Adam steps: train loss {float(mean_loss(params, x, y)):.4g}, "
-          f"test loss {float(mean_loss(params, x_test, y_test)):.4g}; saved {path}" + (f" and ckpts/ every {every} steps" if every else ""))
+    print(
+        f"trained {steps} full-batch Adam steps: train loss {float(mean_loss(params, x, y)):.4g}, "
+        f"test loss {float(mean_loss(params, x_test, y_test)):.4g}; saved {path}" + (f" and ckpts/ every {every} steps" if every else "")
+    )
 
 
 def estimate(path: str = "digits_mlp.npz") -> None:

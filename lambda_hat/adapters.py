@@ -25,9 +25,17 @@ from lambda_hat.targets.base import Target, TargetError
 
 
 def from_apply(
-    apply: Callable[[Any, Any], Any], params: Any, data: Any, *, loss: str | losses.Loss = "mse",
-    n: int | None = None, name: str | None = None, llc_true: float | None = None, meta: dict[str, Any] | None = None,
-    held: dict[str, Any] | None = None, held_unloadable: bool = False,
+    apply: Callable[[Any, Any], Any],
+    params: Any,
+    data: Any,
+    *,
+    loss: str | losses.Loss = "mse",
+    n: int | None = None,
+    name: str | None = None,
+    llc_true: float | None = None,
+    meta: dict[str, Any] | None = None,
+    held: dict[str, Any] | None = None,
+    held_unloadable: bool = False,
 ) -> Target:
     """A target from ``apply(params, inputs) -> outputs``, w* and data, with a loss by name.
 
@@ -36,7 +44,9 @@ def from_apply(
         params: w*, the parameters sampled (a pytree of float arrays).
         data: see the module docstring.
         loss: "mse", "cross_entropy", "next_token" or a callable loss(params, batch).
-        n, name, llc_true: as for Target.from_loss.
+        n: the sample size in nβ (default: the data's rows), as for Target.from_loss.
+        name: a short name for run names and tables.
+        llc_true: the true λ, when known.
         meta: recorded with the target.
         held: the state apply reads but does not sample (Target.held), restored by checkpoints.
         held_unloadable: the model holds float state no checkpoint can restore (Target.held_unloadable).
@@ -54,9 +64,11 @@ def from_apply(
     if loss in ("cross_entropy", "next_token"):
         _check_labels(apply, params, target.data, loss)
     return replace(
-        target, meta={**(meta or {}), "loss": loss if isinstance(loss, str) else "callable"}, held=held or None,
+        target,
+        meta={**(meta or {}), "loss": loss if isinstance(loss, str) else "callable"},
+        held=held or None,
         held_unloadable=held_unloadable,
-    )  # fmt: skip
+    )
 
 
 def _check_labels(apply: Callable, params: Any, batch: dict[str, Any], loss: str) -> None:
@@ -79,8 +91,14 @@ def _check_labels(apply: Callable, params: Any, batch: dict[str, Any], loss: str
 
 
 def from_flax(
-    model: Any, data: Any, *, loss: str | losses.Loss = "mse", variables: Any = None,
-    apply_kwargs: dict[str, Any] | None = None, n: int | None = None, name: str | None = None,
+    model: Any,
+    data: Any,
+    *,
+    loss: str | losses.Loss = "mse",
+    variables: Any = None,
+    apply_kwargs: dict[str, Any] | None = None,
+    n: int | None = None,
+    name: str | None = None,
 ) -> Target:
     """A Flax model as a Target: an NNX module (its ``nnx.Param`` state is sampled, everything
     else held), or a linen module with its ``variables`` (``{"params": ..., "batch_stats": ...}``:
@@ -88,7 +106,10 @@ def from_flax(
 
     Args:
         model: an ``nnx.Module`` (put in eval mode here) or a ``flax.linen.Module``.
-        data, loss, n, name: as for from_apply.
+        data: as for from_apply.
+        loss: as for from_apply.
+        n: as for from_apply.
+        name: as for from_apply.
         variables: linen only, the trained variables.
         apply_kwargs: linen only, keyword arguments of ``model.apply`` for inference, e.g.
             ``{"train": False}`` for a model with batch norm or dropout.
@@ -132,7 +153,12 @@ def from_flax(
 
 
 def from_equinox(
-    model: Any, data: Any, *, loss: str | losses.Loss = "mse", batched: bool = False, n: int | None = None,
+    model: Any,
+    data: Any,
+    *,
+    loss: str | losses.Loss = "mse",
+    batched: bool = False,
+    n: int | None = None,
     name: str | None = None,
 ) -> Target:
     """An Equinox model as a Target: its inexact (float) arrays are sampled, the rest held.
@@ -141,7 +167,10 @@ def from_equinox(
         model: an ``eqx.Module`` (put in inference mode here: dropout off).
         batched: False (Equinox's convention) = the model maps one example, and is vmapped over
             the batch; True = it takes a batch.
-        data, loss, n, name: as for from_apply.
+        data: as for from_apply.
+        loss: as for from_apply.
+        n: as for from_apply.
+        name: as for from_apply.
     """
     try:
         import equinox as eqx
@@ -158,7 +187,12 @@ def from_equinox(
 
 
 def from_torch(
-    module: Any, data: Any, *, loss: str | losses.Loss = "mse", n: int | None = None, name: str | None = None,
+    module: Any,
+    data: Any,
+    *,
+    loss: str | losses.Loss = "mse",
+    n: int | None = None,
+    name: str | None = None,
 ) -> Target:
     """A ``torch.nn.Module`` as a Target, sampled by the same JAX engine (chains vmapped): torchax
     turns the module into a pure JAX function (lambda_hat.torch_bridge; the ``torch`` extra).

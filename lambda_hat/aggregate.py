@@ -30,23 +30,20 @@ PROG = "lambda_hat.aggregate"
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog=f"python -m {PROG}", description=__doc__.split("\n\n")[0],
+        prog=f"python -m {PROG}",
+        description=__doc__.split("\n\n")[0],
         epilog="Columns: see the docstring of lambda_hat.sweeps.aggregate.",
-    )  # fmt: skip
+    )
     p.add_argument("dirs", nargs="*", metavar="DIR", help="sweep folder(s), a folder of sweeps, or outputs/")
     p.add_argument("--out", type=Path, help="parquet file to write (default: DIR/llc_runs.parquet for one DIR)")
     p.add_argument("--mlflow-experiment", metavar="NAME", help="build the table from this MLflow experiment instead")
     p.add_argument("--tracking-uri", metavar="URI", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
     p.add_argument("--no-finalize", action="store_true", help="leave MLflow runs of killed jobs as they are")
-    p.add_argument("--min-idle", type=float, default=300.0, metavar="S",
-                   help="finalize only jobs whose folder has not changed for S seconds (default 300)")  # fmt: skip
+    p.add_argument("--min-idle", type=float, default=300.0, metavar="S", help="finalize only jobs whose folder has not changed for S seconds (default 300)")
     p.add_argument("--max-rows", type=int, default=50, metavar="N", help="rows of the printed table (default 50)")
-    p.add_argument("--accuracy", action="store_true",
-                   help="print the accuracy table against the known λ (DIR may also be a llc_runs.parquet)")  # fmt: skip
-    p.add_argument("--by", metavar="COLUMN",
-                   help="with --accuracy: also one row per value of this table column (e.g. cfg.model.generator_seed)")  # fmt: skip
-    p.add_argument("--compare", action="store_true",
-                   help="print a sampler comparison per target (λ̂ ± se, rel. error, max |z|, ESS, R-hat, health)")  # fmt: skip
+    p.add_argument("--accuracy", action="store_true", help="print the accuracy table against the known λ (DIR may also be a llc_runs.parquet)")
+    p.add_argument("--by", metavar="COLUMN", help="with --accuracy: also one row per value of this table column (e.g. cfg.model.generator_seed)")
+    p.add_argument("--compare", action="store_true", help="print a sampler comparison per target (λ̂ ± se, rel. error, max |z|, ESS, R-hat, health)")
     return p
 
 

@@ -87,7 +87,10 @@ def _as_overrides(overrides: Mapping[str, Any] | Sequence[str]) -> list[str]:
 
 
 def compose(
-    sampler: str = "sgld", overrides: Mapping[str, Any] | Sequence[str] = (), *, model: str | None = None,
+    sampler: str = "sgld",
+    overrides: Mapping[str, Any] | Sequence[str] = (),
+    *,
+    model: str | None = None,
 ) -> DictConfig:
     """The validated config the CLI would compose for these overrides (ConfigError: one line).
 
@@ -99,8 +102,8 @@ def compose(
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from lambda_hat.app import compose_config, describe_error
-    from lambda_hat.config import validate
+    from lambda_hat.composition import compose_config, describe_error
+    from lambda_hat.registry import validate
 
     first = [f"sampler={sampler}", f"model={model or 'user'}"]
     try:

@@ -5,25 +5,25 @@ This is the only module that touches Hydra's runtime (output folder, launch dire
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import sys
 import traceback
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any
 
 import hydra
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException, MissingConfigException
+from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from lambda_hat.config import RENAMED_KEYS, ConfigError, register_configs, validate
+from lambda_hat.composition import CONF_DIR, compose_config, describe_error
+from lambda_hat.config import ConfigError
+from lambda_hat.registry import validate
 
 log = logging.getLogger("lambda_hat")
 
@@ -32,52 +32,21 @@ _failed_jobs: list[str] = []
 # Sweep folders whose jobs ran in this process (for the table written when a sweep is interrupted).
 _sweep_dirs: set[str] = set()
 
-_PKG_CONF = Path(__file__).resolve().parent / "conf"  # inside an installed wheel
-CONF_DIR = _PKG_CONF if _PKG_CONF.is_dir() else Path(__file__).resolve().parent.parent / "conf"
-
-register_configs()
-
-
-def compose_config(
-    overrides: Sequence[str] = (), config_dir: Path | str | None = None, config_name: str = "config",
-    return_hydra_config: bool = False,
-) -> DictConfig:
-    """The config the CLI would compose for these overrides (for scripts, tests and notebooks)."""
-    with initialize_config_dir(str(Path(config_dir or CONF_DIR).resolve()), version_base="1.3"):
-        return compose(config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)
-
-
-def describe_error(exc: BaseException) -> str:
-    """One line naming the offending key and what is allowed."""
-    if isinstance(exc, ConfigError):
-        return str(exc)
-    if isinstance(exc, MissingConfigException) and exc.options is not None:
-        group, _, name = (exc.missing_cfg_file or "").rpartition("/")
-        missing = f"{group}={name}" if group else (name or "option")
-        return f"{missing}: no such option; available: {', '.join(sorted(exc.options))}"
-    cause = exc.__cause__ if isinstance(exc.__cause__, OmegaConfBaseException) else exc
-    if isinstance(cause, OmegaConfBaseException):
-        key = getattr(cause, "full_key", None) or "?"
-        msg = str(getattr(cause, "msg", "") or cause).splitlines()[0]
-        if str(key).startswith("model.args.") and "not in struct" in msg:  # a factory's keyword argument
-            return f"{key}: a new factory argument; add it with a '+': +{key}=VALUE"
-        obj = getattr(cause, "object_type", None)
-        if "not in" in msg and obj is not None and dataclasses.is_dataclass(obj):
-            leaf = str(key).rsplit(".", 1)[-1]
-            name = getattr(obj, "name", None)
-            new = RENAMED_KEYS.get((name if isinstance(name, str) else "", leaf))
-            if new is not None:
-                return f"{key}: renamed; use {str(key).rsplit('.', 1)[0]}.{new}"
-            allowed = ", ".join(f.name for f in dataclasses.fields(obj))
-            return f"{key}: unknown key; allowed keys here: {allowed}"
-        return f"{key}: {msg}"
-    return " ".join(str(exc).split())
-
-
 _VALUE_FLAGS = {
-    "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun",
-    "--cfg", "-c", "--package", "-p", "--info", "-i",
-}  # fmt: skip
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--experimental-rerun",
+    "--cfg",
+    "-c",
+    "--package",
+    "-p",
+    "--info",
+    "-i",
+}
 _PASS_THROUGH = {"--hydra-help", "--shell-completion", "-sc", "--version", "--experimental-rerun"}
 # Hydra's mutually exclusive modes, by flag spelling.
 _MODE_FLAGS = {"--run": "run", "-r": "run", "--multirun": "multirun", "-m": "multirun", "--cfg": "cfg", "-c": "cfg", "--info": "info", "-i": "info"}
@@ -110,10 +79,7 @@ def _parse_one(override: str) -> str | None:
         key = override.split("=", 1)[0] if "=" in override else override
         reason = " ".join(str(e).split())
         reason = reason.split(" See https://")[0].removeprefix(f"Error parsing override '{override}' ")
-        return (
-            f"{key}: cannot parse {override!r} ({reason}); lists are [a,b], quote values with spaces "
-            "or brackets, e.g. 'model.widths=[10,20,20,10]'"
-        )
+        return f"{key}: cannot parse {override!r} ({reason}); lists are [a,b], quote values with spaces or brackets, e.g. 'model.widths=[10,20,20,10]'"
     return None
 
 
@@ -202,6 +168,9 @@ def check_overrides(argv: list[str]) -> str | None:
                     first_values[key] = f"{key}={first}"
             else:
                 first_values[key] = ov.input_line
+        error = _check_group_sweeps(parsed, config_dir)
+        if error is not None:
+            return error
         single = list(first_values.values())
         if multirun:
             single = _first_job(parsed, first_values, config_dir, config_name)
@@ -232,6 +201,33 @@ def check_overrides(argv: list[str]) -> str | None:
     return None
 
 
+def _check_group_sweeps(parsed: list[Any], config_dir: str | None) -> str | None:
+    """An error line for the first value of a swept config group that names no option
+    (`sampler=sgld,sgdl`): checked for every value before anything is launched, so a typo in a
+    later value is one line too, and no sweep (nor its MLflow parent run) starts."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    swept = [ov for ov in parsed if ov.is_sweep_override() and "." not in ov.get_key_element().lstrip("+~") and not ov.get_key_element().startswith("hydra")]
+    if not swept:
+        return None
+    with initialize_config_dir(str(Path(config_dir or CONF_DIR).resolve()), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        for ov in swept:
+            group = ov.get_key_element().lstrip("+~").split("@", 1)[0]
+            if not loader.get_group_options(group):  # a plain key without a dot (seed=0,1)
+                continue
+            try:
+                values = list(ov.sweep_string_iterator())
+            except Exception:  # an interval: not a group's options
+                continue
+            for value in values:
+                sub, _, name = f"{group}/{value}".rpartition("/")
+                options = loader.get_group_options(sub)
+                if name not in options:
+                    return f"{group}={value}: no such option; available: {', '.join(sorted(options))}"
+    return None
+
+
 def _first_value(ov: Any) -> str | None:
     """The first value of a discrete sweep override; None for an interval (Optuna) sweep."""
     try:
@@ -248,10 +244,7 @@ def _first_job(parsed: list[Any], first_values: dict[str, str], config_dir: str 
     `'+experiment@_global_=choice(leaderboard/hmc)'` with the preset's budget sweep is valid."""
     # As Hydra composes a multirun: without the sweeps; and only the choices of configs (plus
     # hydra.*), so that a typo in a value is reported by the full check, in its own words.
-    choices = [
-        ov.input_line for ov in parsed
-        if not ov.is_sweep_override() and ("." not in ov.get_key_element() or ov.get_key_element().startswith("hydra."))
-    ]  # fmt: skip
+    choices = [ov.input_line for ov in parsed if not ov.is_sweep_override() and ("." not in ov.get_key_element() or ov.get_key_element().startswith("hydra."))]
     try:
         base = compose_config(choices, config_dir=config_dir, config_name=config_name, return_hydra_config=True)
         params = OmegaConf.select(base, "hydra.sweeper.params") or {}
@@ -365,8 +358,9 @@ def hydra_app(cfg: DictConfig) -> float | None:
                 log.error("job failed: %s", message)
                 print(
                     f"lambda_hat: error: {message} (job {out_dir}; HYDRA_FULL_ERROR=1 shows the traceback)",
-                    file=sys.stderr, flush=True,
-                )  # fmt: skip
+                    file=sys.stderr,
+                    flush=True,
+                )
                 raise SystemExit(1) from None
             raise
         print(summary_line(metrics), flush=True)

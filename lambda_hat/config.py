@@ -1,4 +1,4 @@
-"""Typed configuration: one dataclass schema per config group, registered in Hydra's ConfigStore.
+"""Typed configuration: one dataclass schema per config group (registered in Hydra's ConfigStore by lambda_hat.registry).
 
 Every YAML preset in ``conf/`` names its schema explicitly in its defaults list
 (``- /schema/<group>@_here_: <name>``), so no automatic schema matching is relied on (Hydra 1.4
@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 # ---------------------------------------------------------------- model
@@ -498,7 +497,8 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "training": {"training": TrainingConfig},
 }
 # The sampler and vi schemas are those of lambda_hat.registry (one list of estimators), the model
-# schemas those of lambda_hat.registry.TARGETS (one list of targets).
+# schemas those of lambda_hat.registry.TARGETS (one list of targets); registry.register_configs
+# stores them all.
 
 # Keys renamed so that a name means one thing; the old spelling gets a pointer, not "unknown key".
 RENAMED_KEYS = {
@@ -512,24 +512,6 @@ def register_resolvers() -> None:
     """The config's own interpolation resolvers (also needed to resolve a saved job config)."""
     if not OmegaConf.has_resolver("random_dln"):
         OmegaConf.register_new_resolver("random_dln", _random_dln_field)
-
-
-def register_configs() -> None:
-    """Register the root schema and every group schema (under ``schema/<group>``)."""
-    from lambda_hat.registry import ESTIMATORS, TARGETS, VI_ALGORITHMS
-
-    register_resolvers()
-    cs = ConfigStore.instance()
-    cs.store(name="lambda_hat_schema", node=Config)
-    groups = {
-        **SCHEMAS,
-        "model": {name: t.schema for name, t in TARGETS.items()},
-        "sampler": {name: e.schema for name, e in ESTIMATORS.items()},
-        "vi": {name: a.schema for name, a in VI_ALGORITHMS.items()},
-    }
-    for group, schemas in groups.items():
-        for name, node in schemas.items():
-            cs.store(group=f"schema/{group}", name=name, node=node)
 
 
 def burnin_steps(sampler: Any) -> int:
@@ -622,13 +604,17 @@ def _validate_random_dln(cfg: DictConfig) -> None:
         given = model[key]
         given = list(given) if key == "widths" else given
         _require(
-            given == value, f"model.{key}", given,
+            given == value,
+            f"model.{key}",
+            given,
             f"is drawn by model.size_class/index/generator_seed (here {value}); use model=dln to set it",
-        )  # fmt: skip
+        )
     _require(
-        cfg.target_seed is None, "target_seed", cfg.target_seed,
+        cfg.target_seed is None,
+        "target_seed",
+        cfg.target_seed,
         "must be null with model=dln_random (the teacher's seed is drawn with the net: model.teacher_seed)",
-    )  # fmt: skip
+    )
 
 
 def _validate_user(cfg: DictConfig) -> None:
@@ -638,9 +624,11 @@ def _validate_user(cfg: DictConfig) -> None:
     factory = cfg.model.factory
     if factory is not None:  # None: lambda_hat.estimate passes the target itself
         _require(
-            re.match(FACTORY_PATTERN, str(factory)) is not None, "model.factory", factory,
+            re.match(FACTORY_PATTERN, str(factory)) is not None,
+            "model.factory",
+            factory,
             "must name a function as PKG.MODULE:FUNCTION (e.g. mypkg.nets:make_target)",
-        )  # fmt: skip
+        )
     _one_of(cfg, "model.checkpoint_format", CHECKPOINT_FORMATS)
 
 
@@ -651,7 +639,6 @@ def validate(cfg: DictConfig) -> None:
     _require(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0 (it seeds numpy's SeedSequence)")
     if cfg.target_seed is not None:
         _require(cfg.target_seed >= 0, "target_seed", cfg.target_seed, "must be >= 0, or null (= seed)")
-
 
     if "size_class" in model:
         _validate_random_dln(cfg)
@@ -686,9 +673,7 @@ def validate(cfg: DictConfig) -> None:
             )
     _one_of(cfg, "prng_impl", PRNG_IMPLS)
     _one_of(cfg, "objective.metric", OBJECTIVE_METRICS)
-    from lambda_hat.registry import names  # here: registry imports this module
-
-    _one_of(cfg, "objective.reference.sampler", tuple(names("full_batch")))
+    # objective.reference.sampler (a full-batch sampler) is checked by lambda_hat.registry.validate
     for key in ("num_chains", "num_warmup", "num_steps"):
         _positive(cfg, f"objective.reference.{key}", integer=True)
     if cfg.cpu_devices is not None:
@@ -704,9 +689,11 @@ def validate(cfg: DictConfig) -> None:
     _one_of(cfg, "posterior.nbeta_from", NBETA_FROM)
     if cfg.posterior.nbeta_from == "batch_size":
         _require(
-            "batch_size" in sampler and sampler.name != "vi", "posterior.nbeta_from", "batch_size",
+            "batch_size" in sampler and sampler.name != "vi",
+            "posterior.nbeta_from",
+            "batch_size",
             f"needs a minibatch sampler (sampler={sampler.name} has no minibatch); use posterior.nbeta_from=n",
-        )  # fmt: skip
+        )
     _one_of(cfg, "posterior.sample_on", SAMPLE_ON)
     if cfg.posterior.sample_on == "subset":
         _require(cfg.posterior.measure_on is not None, "posterior.sample_on", "subset", "needs posterior.measure_on (the subset's name)")
@@ -751,9 +738,7 @@ def _validate_sampler(cfg: DictConfig) -> None:
             sampler.num_burnin,
             f"must be in [0, sampler.num_steps={sampler.num_steps}), or null (burnin_fraction)",
         )
-    _require(
-        0 <= sampler.burnin_fraction < 1, "sampler.burnin_fraction", sampler.burnin_fraction, "must be in [0, 1)"
-    )
+    _require(0 <= sampler.burnin_fraction < 1, "sampler.burnin_fraction", sampler.burnin_fraction, "must be in [0, 1)")
     kept = sampler.num_steps - burnin_steps(sampler)
     _require(
         kept // sampler.thinning >= 4,
@@ -803,9 +788,7 @@ def _validate_sampler(cfg: DictConfig) -> None:
         if sampler.trajectory_length is not None:
             _positive(cfg, "sampler.trajectory_length")
     if sampler.name == "nuts":
-        _require(
-            1 <= sampler.max_tree_depth <= 20, "sampler.max_tree_depth", sampler.max_tree_depth, "must be in [1, 20]"
-        )
+        _require(1 <= sampler.max_tree_depth <= 20, "sampler.max_tree_depth", sampler.max_tree_depth, "must be in [1, 20]")
     if sampler.name == "adjusted_mclmc":
         _one_of(cfg, "sampler.integrator", MCLMC_INTEGRATORS)
         v = sampler.target_accept
@@ -861,9 +844,11 @@ def _validate_vi(cfg: DictConfig) -> None:
         if vi.ranks is not None:
             ranks = list(vi.ranks)
             _require(
-                len(ranks) == vi.components and all(r >= 1 for r in ranks), "vi.ranks", ranks,
+                len(ranks) == vi.components and all(r >= 1 for r in ranks),
+                "vi.ranks",
+                ranks,
                 f"must list vi.components={vi.components} ranks >= 1, or be null (vi.rank for all)",
-            )  # fmt: skip
+            )
         _positive(cfg, "vi.dirichlet_concentration")
         _positive(cfg, "vi.init_scale")
         _require(vi.init_spread >= 0, "vi.init_spread", vi.init_spread, "must be >= 0")

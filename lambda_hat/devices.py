@@ -77,7 +77,7 @@ def device_warning(record: dict[str, object]) -> str | None:
     if gpu_requested() and record.get("device_platform") == "cpu":
         return (
             "a GPU was requested but JAX runs on the CPU (is a CUDA build of jaxlib installed, e.g. "
-            "`pip install -U \"jax[cuda12]\"`, and is the GPU visible: CUDA_VISIBLE_DEVICES?)"
+            '`pip install -U "jax[cuda12]"`, and is the GPU visible: CUDA_VISIBLE_DEVICES?)'
         )
     return None
 

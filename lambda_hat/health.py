@@ -71,10 +71,7 @@ def trace_warnings(frame: pd.DataFrame, metrics: dict[str, Any]) -> list[str]:
             "λ̂ is defined at a local minimum: train w* to convergence first"
         )
     if llc is not None and llc < 0:
-        out.append(
-            f"λ̂ = {llc:.3g} < 0: the chains sit below L_n(w*); the step is too large, posterior.gamma too small, "
-            "or w* is not a local minimum"
-        )
+        out.append(f"λ̂ = {llc:.3g} < 0: the chains sit below L_n(w*); the step is too large, posterior.gamma too small, or w* is not a local minimum")
     kept = frame[~frame["burnin"]]
     if llc is not None and llc >= 0 and len(kept):
         dips = _dipping_chains(kept)

@@ -27,9 +27,7 @@ def _finite_or_none(x: Any) -> float | None:
     return x if np.isfinite(x) else None
 
 
-def estimate_llc(
-    loss: np.ndarray, num_burnin_draws: int, nbeta: float, L0: float, llc_true: float | None = None
-) -> dict[str, Any]:
+def estimate_llc(loss: np.ndarray, num_burnin_draws: int, nbeta: float, L0: float, llc_true: float | None = None) -> dict[str, Any]:
     """λ̂ = nβ (E[L(w)] - L0) per chain and over the healthy chains.
 
     A chain whose trace holds NaN/inf anywhere (burn-in included) is flagged and excluded.
@@ -53,9 +51,7 @@ def estimate_llc(
         "llc_true": llc_true,
     }
     if n_good == 0:
-        return out | dict.fromkeys(
-            ["llc_mean", "llc_std", "llc_sem", "ess", "ess_bulk", "ess_tail", "r_hat", "llc_rel_error"]
-        )
+        return out | dict.fromkeys(["llc_mean", "llc_std", "llc_sem", "ess", "ess_bulk", "ess_tail", "r_hat", "llc_rel_error"])
     mean = float(good.mean())
     diag = {k: _finite_or_none(v) for k, v in _chain_diagnostics(good.astype(np.float32)).items()}
     ess = diag["ess"]
@@ -100,8 +96,7 @@ def sampler_diagnostics(trace: Any, thinning: int) -> dict[str, Any]:
         bfmi = e_bfmi(ex["energy"][:, kept])
         out["e_bfmi_per_chain"] = [_finite_or_none(b) for b in bfmi]
         out["e_bfmi"] = _finite_or_none(np.nanmin(bfmi)) if np.any(np.isfinite(bfmi)) else None
-    for name in ("mala_accept", "tree_depth", "num_integration_steps", "trajectory_length",
-                 "energy_var_per_dim", "kinetic_temperature"):
+    for name in ("mala_accept", "tree_depth", "num_integration_steps", "trajectory_length", "energy_var_per_dim", "kinetic_temperature"):
         if name in ex and np.any(np.isfinite(ex[name][:, kept])):
             out[f"{name}_mean" if name in trace.warmup else name] = _finite_or_none(np.nanmean(ex[name][:, kept]))
     for name, values in trace.warmup.items():  # adapted per chain: report the median and the list

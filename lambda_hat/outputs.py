@@ -143,9 +143,7 @@ def _write_running_llc(out_dir: Path, frame: pd.DataFrame, llc_true: float | Non
     return path
 
 
-def write_vi_plots(
-    out_dir: Path, fit: pd.DataFrame, frame: pd.DataFrame, llc_true: float | None, title: str
-) -> list[Path]:
+def write_vi_plots(out_dir: Path, fit: pd.DataFrame, frame: pd.DataFrame, llc_true: float | None, title: str) -> list[Path]:
     """A VI run's plots: ELBO and gradient norm per fit over the optimiser steps (elbo.png, in
     place of chain traces), and the running λ̂ over the draws of each fitted q (llc_running.png)."""
     plt = _pyplot()

@@ -73,9 +73,7 @@ class Posterior:
     n: int = field(metadata=dict(static=True))  # rows of data
     d: int = field(metadata=dict(static=True))
     # (w_flat, gram) -> L_n(w) from the sufficient statistics, when gram is set
-    gram_loss_fn: Callable[[jax.Array, dict[str, jax.Array]], jax.Array] | None = field(
-        default=None, metadata=dict(static=True)
-    )
+    gram_loss_fn: Callable[[jax.Array, dict[str, jax.Array]], jax.Array] | None = field(default=None, metadata=dict(static=True))
     eval_batch_size: int = field(default=8192, metadata=dict(static=True))  # rows per full-loss chunk
     # Record a minibatch loss as L_b(w) - L_b(w*) + L_n(w*) (see recorded_loss)
     control_variate: bool = field(default=True, metadata=dict(static=True))
@@ -201,6 +199,7 @@ def _full_loss(loss_fn: FlatLoss, w: jax.Array, data: Any, n: int, chunk: int) -
 
 def _cast_data(data: Any, jdtype: jnp.dtype) -> Any:
     """Floating leaves in the posterior's dtype; integer leaves (labels, tokens, masks) as they are."""
+
     def cast(a: Any) -> jax.Array:
         a = jnp.asarray(a) if not isinstance(a, np.ndarray) else a
         return jnp.asarray(a, jdtype) if jnp.issubdtype(a.dtype, jnp.floating) else jnp.asarray(a)
@@ -209,9 +208,17 @@ def _cast_data(data: Any, jdtype: jnp.dtype) -> Any:
 
 
 def make_posterior(
-    target: Target, beta0: float, gamma: float, dtype: str, *, gram_loss: bool = True,
-    eval_batch_size: int = 8192, nbeta_n: int | None = None, control_variate: bool = True,
-    restrict: Sequence[str] | None = None, measure: Any = None,
+    target: Target,
+    beta0: float,
+    gamma: float,
+    dtype: str,
+    *,
+    gram_loss: bool = True,
+    eval_batch_size: int = 8192,
+    nbeta_n: int | None = None,
+    control_variate: bool = True,
+    restrict: Sequence[str] | None = None,
+    measure: Any = None,
 ) -> Posterior:
     """Cast the target to ``dtype`` and flatten its parameters; call inside the dtype's x64 scope.
 
@@ -350,7 +357,9 @@ def select(params: Any, patterns: Sequence[str]) -> np.ndarray:
                 try:
                     flat = flat[_parse_index(index)]
                 except (ValueError, IndexError, TypeError) as e:
-                    raise TargetError("posterior.restrict", f"{pattern!r}: index [{index}] does not apply to {paths[i]} of shape {list(shapes[i])} ({e})") from None
+                    raise TargetError(
+                        "posterior.restrict", f"{pattern!r}: index [{index}] does not apply to {paths[i]} of shape {list(shapes[i])} ({e})"
+                    ) from None
             chosen[i] = np.union1d(chosen.get(i, np.array([], int)), np.ravel(flat))
     if unmatched:
         listing = ", ".join(paths[:24]) + (", ..." if len(paths) > 24 else "")

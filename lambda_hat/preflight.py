@@ -36,9 +36,10 @@ def check_targets(node: Any, prefix: str = "hydra") -> None:
                 value = OmegaConf.select(node, str(key), default=None)
                 if value is not None and not str(value).startswith(ALLOWED_TARGETS):
                     raise ConfigError(
-                        path, message=f"{path}={value!r} is not allowed: a config may only name classes under "
+                        path,
+                        message=f"{path}={value!r} is not allowed: a config may only name classes under "
                         f"{', '.join(ALLOWED_TARGETS)} (lambda_hat's own, Hydra's and its plugins')",
-                    )  # fmt: skip
+                    )
             else:
                 check_targets(child, path)
     elif isinstance(node, ListConfig):
@@ -58,9 +59,7 @@ def check_sweep(key: str, sweep: Any) -> None:
             raise ConfigError(key, message=f"{key}=tag(log, interval({lo}, {hi})) is invalid: a log interval needs low > 0")
     elif isinstance(sweep, RangeSweep):
         if next(_range(sweep), None) is None:
-            raise ConfigError(
-                key, message=f"{key}=range({sweep.start}, {sweep.stop}, {sweep.step}) is invalid: it has no values"
-            )
+            raise ConfigError(key, message=f"{key}=range({sweep.start}, {sweep.stop}, {sweep.step}) is invalid: it has no values")
     elif isinstance(sweep, ChoiceSweep) and not sweep.list:
         raise ConfigError(key, message=f"{key}: an empty choice is invalid")
 
@@ -99,9 +98,7 @@ def check_search_space(hydra: DictConfig) -> None:
         raise ConfigError("hydra.sweeper.n_trials", n_trials, "must be >= 1 (the study's total number of trials)")
     space_fn = sweeper.get("custom_search_space")
     if space_fn is not None and not str(space_fn).startswith(ALLOWED_FUNCTIONS):
-        raise ConfigError(
-            "hydra.sweeper.custom_search_space", space_fn, f"must be a function under {', '.join(ALLOWED_FUNCTIONS)}"
-        )
+        raise ConfigError("hydra.sweeper.custom_search_space", space_fn, f"must be a function under {', '.join(ALLOWED_FUNCTIONS)}")
 
 
 def writable_dir_error(key: str, path: Path | str) -> str | None:
@@ -163,9 +160,10 @@ def check_plugins(hydra: DictConfig) -> None:
                 found = False
             if not found:
                 raise ConfigError(
-                    f"hydra.{group}", message=f"hydra.{group}._target_={target!r}: {module} is not installed; install the "
+                    f"hydra.{group}",
+                    message=f"hydra.{group}._target_={target!r}: {module} is not installed; install the "
                     "optional extra that provides it (pyproject.toml, [project.optional-dependencies])",
-                )  # fmt: skip
+                )
         missing = sorted(OmegaConf.missing_keys(node))  # full dotted keys
         if missing:
             key = missing[0] if missing[0].startswith("hydra.") else f"hydra.{group}.{missing[0]}"

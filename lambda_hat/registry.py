@@ -5,7 +5,7 @@ Validating a command line reads only these tables and the schemas, so it never i
 builder module is imported when a run needs the kernel or the target. A new estimator is one entry
 in ESTIMATORS, a schema in ``config.py`` and a preset in ``conf/sampler/``; a new target one entry
 in TARGETS, a schema and a preset in ``conf/model/``. The ConfigStore's sampler, vi and model
-schemas are generated from these tables (lambda_hat.config.register_configs).
+schemas are generated from these tables (register_configs, below).
 
 Targets: a builder is called as ``build(cfg, cache_dir) -> Target`` and ``build_target``
 dispatches on ``cfg.model.name``. The built-in synthetic targets share one builder
@@ -20,6 +20,8 @@ import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from hydra.core.config_store import ConfigStore
 
 from lambda_hat import config as C
 
@@ -64,7 +66,10 @@ ESTIMATORS: dict[str, EstimatorSpec] = {
         EstimatorSpec("nuts", C.NUTSConfig, "lambda_hat.samplers.hmc:build", "full_batch", "lambda_hat.samplers.hmc:gradients_per_chain"),
         EstimatorSpec("mclmc", C.MCLMCConfig, "lambda_hat.samplers.mclmc:build", "full_batch", "lambda_hat.samplers.mclmc:gradients_per_chain"),
         EstimatorSpec(
-            "adjusted_mclmc", C.AdjustedMCLMCConfig, "lambda_hat.samplers.mclmc:build_adjusted", "full_batch",
+            "adjusted_mclmc",
+            C.AdjustedMCLMCConfig,
+            "lambda_hat.samplers.mclmc:build_adjusted",
+            "full_batch",
             "lambda_hat.samplers.mclmc:gradients_per_chain_adjusted",
         ),
         EstimatorSpec("vi", C.VIConfig, "lambda_hat.vi.fit:run_fits", "variational"),
@@ -143,3 +148,28 @@ def get_target(name: str) -> TargetSpec:
         return TARGETS[name]
     except KeyError:
         raise KeyError(f"unknown target {name!r}; known: {', '.join(TARGETS)}") from None
+
+
+def register_configs() -> None:
+    """Register the root schema and every group schema (under ``schema/<group>``)."""
+    C.register_resolvers()
+    cs = ConfigStore.instance()
+    cs.store(name="lambda_hat_schema", node=C.Config)
+    groups = {
+        **C.SCHEMAS,
+        "model": {name: t.schema for name, t in TARGETS.items()},
+        "sampler": {name: e.schema for name, e in ESTIMATORS.items()},
+        "vi": {name: a.schema for name, a in VI_ALGORITHMS.items()},
+    }
+    for group, schemas in groups.items():
+        for name, node in schemas.items():
+            cs.store(group=f"schema/{group}", name=name, node=node)
+
+
+def validate(cfg: Any) -> None:
+    """lambda_hat.config.validate plus the checks that need the estimator table (ConfigError)."""
+    C.validate(cfg)
+    allowed = tuple(names("full_batch"))
+    value = cfg.objective.reference.sampler
+    if value not in allowed:
+        raise C.ConfigError("objective.reference.sampler", value, f"must be one of {', '.join(allowed)}")

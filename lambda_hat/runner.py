@@ -20,7 +20,7 @@ import jax
 from omegaconf import DictConfig
 
 from lambda_hat import outputs, registry, tracking
-from lambda_hat.config import burnin_steps, validate
+from lambda_hat.config import burnin_steps
 from lambda_hat.devices import configure_cpu_devices, device_record, device_warning
 from lambda_hat.llc import efficiency, estimate_llc, health_warnings, sampler_diagnostics, variational_diagnostics
 from lambda_hat.health import minimum_check, trace_warnings
@@ -104,11 +104,17 @@ def prepare(cfg: DictConfig, target: Target | None = None) -> tuple[Target, Post
             measure = subset
     check_fits(cfg, target)
     posterior = make_posterior(
-        target, p.beta0, p.gamma, cfg.sampler.dtype, gram_loss=bool(p.gram_loss),
-        eval_batch_size=int(p.eval_batch_size), nbeta_n=nbeta_sample_size(cfg, target),
+        target,
+        p.beta0,
+        p.gamma,
+        cfg.sampler.dtype,
+        gram_loss=bool(p.gram_loss),
+        eval_batch_size=int(p.eval_batch_size),
+        nbeta_n=nbeta_sample_size(cfg, target),
         control_variate=bool(p.control_variate),
-        restrict=None if p.restrict is None else list(p.restrict), measure=measure,
-    )  # fmt: skip
+        restrict=None if p.restrict is None else list(p.restrict),
+        measure=measure,
+    )
     return target, posterior
 
 
@@ -249,9 +255,7 @@ def _sample(
     return trace, cost
 
 
-def _fit_variational(
-    cfg: DictConfig, posterior: Posterior, key: jax.Array, label: str, wait_for_tracking: Callable[[], None]
-) -> Trace:
+def _fit_variational(cfg: DictConfig, posterior: Posterior, key: jax.Array, label: str, wait_for_tracking: Callable[[], None]) -> Trace:
     """Independent VI fits (the vi group's algorithm) and their draws on the full data as a Trace."""
     from lambda_hat.vi.fit import run_fits
 
@@ -259,9 +263,7 @@ def _fit_variational(
     return run_fits(cfg.sampler, family, posterior, key, progress=cfg.progress, label=label, before_timed=wait_for_tracking)
 
 
-def estimate_target(
-    cfg: DictConfig, target: Target, wait_for_tracking: Callable[[], None] = lambda: None
-) -> tuple[dict[str, Any], Trace, Any]:
+def estimate_target(cfg: DictConfig, target: Target, wait_for_tracking: Callable[[], None] = lambda: None) -> tuple[dict[str, Any], Trace, Any]:
     """λ̂ of target under the validated cfg: (metrics, Trace, trace frame); writes nothing.
 
     The one pipeline behind the CLI's runs and lambda_hat.estimate: posterior -> estimator ->
@@ -357,7 +359,10 @@ def estimate_target(
 
 
 def run(
-    cfg: DictConfig, out_dir: Path, launch_dir: Path, run_tags: dict[str, str] | None = None,
+    cfg: DictConfig,
+    out_dir: Path,
+    launch_dir: Path,
+    run_tags: dict[str, str] | None = None,
     target: Target | None = None,
 ) -> dict[str, Any]:
     """Run one estimate described by cfg, writing its files to out_dir; returns the metrics.
@@ -369,7 +374,7 @@ def run(
     Raises RunFailed when every chain diverged and tracking.TrackingError when MLflow fails
     (in both cases after the files are written).
     """
-    validate(cfg)
+    registry.validate(cfg)
     started_wall, started = time.time(), time.perf_counter()
     if cfg.mlflow.enabled:
         tracking.check_store(tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri, launch_dir))
@@ -412,10 +417,15 @@ def run(
         if tracked is not None and tracked.long_params:  # MLflow cuts params at 6000 characters
             files.append(outputs.write_json(out_dir / "long_params.json", tracked.long_params))
         result_tags = {
-            "sampler": s.name, **({"vi": cfg.vi.name} if variational else {}), "model": metrics["model"], "target_id": target.target_id, "status": metrics["status"],
+            "sampler": s.name,
+            **({"vi": cfg.vi.name} if variational else {}),
+            "model": metrics["model"],
+            "target_id": target.target_id,
+            "status": metrics["status"],
             "health": "; ".join(metrics["warnings"]) or "ok",
-            "device_platform": metrics["device_platform"], "device_kind": metrics["device_kind"],
-        }  # fmt: skip
+            "device_platform": metrics["device_platform"],
+            "device_kind": metrics["device_kind"],
+        }
         tracking.log_results(tracked, metrics, files, result_tags, frame)
         if metrics["status"] == "failed":
             raise RunFailed(f"all {s.num_chains} chains produced NaN/inf; see {out_dir / 'metrics.json'}")

@@ -114,9 +114,7 @@ def check_store(uri: str) -> None:
 def _git_commit() -> str | None:
     """The commit of the lambda_hat checkout that runs, if it is one (for the run's source tags)."""
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5
-        )
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
@@ -221,8 +219,13 @@ class TrackedRun:
     """
 
     def __init__(
-        self, cfg: DictConfig, launch_dir: Path, run_name: str, start_time: float | None = None,
-        record: Path | None = None, tags: dict[str, str] | None = None,
+        self,
+        cfg: DictConfig,
+        launch_dir: Path,
+        run_name: str,
+        start_time: float | None = None,
+        record: Path | None = None,
+        tags: dict[str, str] | None = None,
     ) -> None:
         # An inherited run id would make every parallel job write into one run.
         os.environ.pop("MLFLOW_RUN_ID", None)
@@ -280,9 +283,7 @@ class TrackedRun:
         if self._error is not None:
             raise TrackingError(f"mlflow.tracking_uri={self._uri}: {_one_line(self._error)}") from self._error
 
-    def log_results(
-        self, metrics: dict[str, Any], files: list[Path], tags: dict[str, str], frame: Any = None
-    ) -> None:
+    def log_results(self, metrics: dict[str, Any], files: list[Path], tags: dict[str, str], frame: Any = None) -> None:
         """Tags, numeric metrics (and the λ̂ series of the trace frame) and output files of the job."""
         from mlflow.entities import Metric, RunTag
 
@@ -293,9 +294,7 @@ class TrackedRun:
             series = series_metrics(frame, now) if frame is not None else []
             batch = scalars + series
             for i in range(0, max(len(batch), 1), 1000):  # MLflow takes 1000 metrics per batch
-                self.client.log_batch(
-                    self.run_id, metrics=batch[i : i + 1000], tags=[RunTag(k, v) for k, v in tags.items()] if i == 0 else []
-                )
+                self.client.log_batch(self.run_id, metrics=batch[i : i + 1000], tags=[RunTag(k, v) for k, v in tags.items()] if i == 0 else [])
             for path in files:
                 self.client.log_artifact(self.run_id, str(path))
         except Exception as e:
@@ -329,8 +328,13 @@ class DeferredRun:
     """
 
     def __init__(
-        self, cfg: DictConfig, launch_dir: Path, run_name: str, start_time: float | None = None,
-        record: Path | None = None, tags: dict[str, str] | None = None,
+        self,
+        cfg: DictConfig,
+        launch_dir: Path,
+        run_name: str,
+        start_time: float | None = None,
+        record: Path | None = None,
+        tags: dict[str, str] | None = None,
     ) -> None:
         if record is None:
             raise ValueError("a deferred MLflow run needs the job folder's record path")
@@ -372,7 +376,9 @@ class DeferredRun:
 
 
 def log_deferred_run(
-    out_dir: Path, fallback: dict[str, Any] | None = None, status_if_unfinished: str = "KILLED",
+    out_dir: Path,
+    fallback: dict[str, Any] | None = None,
+    status_if_unfinished: str = "KILLED",
     extra_tags: dict[str, str] | None = None,
 ) -> str | None:
     """Log a job's deferred run (its folder's mlflow_pending.json) to the store; returns the run id.
@@ -441,7 +447,11 @@ def _one_line(e: BaseException) -> str:
 
 @contextmanager
 def mlflow_run(
-    cfg: DictConfig, launch_dir: Path, run_name: str, start_time: float | None = None, record: Path | None = None,
+    cfg: DictConfig,
+    launch_dir: Path,
+    run_name: str,
+    start_time: float | None = None,
+    record: Path | None = None,
     tags: dict[str, str] | None = None,
 ) -> Iterator[TrackedRun | None]:
     """An MLflow run for this job; it ends FINISHED, FAILED if the body raises, KILLED on a signal.
@@ -471,8 +481,6 @@ def mlflow_run(
     tracked.end("FINISHED")
 
 
-def log_results(
-    tracked: TrackedRun | None, metrics: dict[str, Any], files: list[Path], tags: dict[str, str], frame: Any = None
-) -> None:
+def log_results(tracked: TrackedRun | None, metrics: dict[str, Any], files: list[Path], tags: dict[str, str], frame: Any = None) -> None:
     if tracked is not None:
         tracked.log_results(metrics, files, tags, frame)

@@ -110,13 +110,22 @@ def measure(case_key: str, sampler: str, dtype: str, grads: int, repeats: int, c
     steps = max(10, grads // GRADS_PER_STEP[sampler])
     n = DATA_SIZES[case_key]
     rank = "null" if case.true_rank is None else str(case.true_rank)
-    cfg = compose_config([
-        f"model.widths=[{','.join(map(str, case.widths))}]", f"model.true_rank={rank}", f"data.n={n}",
-        *SAMPLER_OVERRIDES[sampler], f"sampler.dtype={dtype}", f"sampler.num_chains={CHAINS}",
-        "mlflow.enabled=false", "plots=false", "progress=false", f"cache_dir={cache}",
-        # the rows, not the Gram matrix: this measures gradient throughput against the GEMM peak
-        "posterior.gram_loss=false",
-    ])  # fmt: skip
+    cfg = compose_config(
+        [
+            f"model.widths=[{','.join(map(str, case.widths))}]",
+            f"model.true_rank={rank}",
+            f"data.n={n}",
+            *SAMPLER_OVERRIDES[sampler],
+            f"sampler.dtype={dtype}",
+            f"sampler.num_chains={CHAINS}",
+            "mlflow.enabled=false",
+            "plots=false",
+            "progress=false",
+            f"cache_dir={cache}",
+            # the rows, not the Gram matrix: this measures gradient throughput against the GEMM peak
+            "posterior.gram_loss=false",
+        ]
+    )
     target = build_target(cfg, cache)
     # The preset's num_steps stays in the config: MCLMC's tuning budget is a fraction of it (a
     # short budget leaves a step size far too large); only the sampling phase is shortened.
@@ -126,8 +135,7 @@ def measure(case_key: str, sampler: str, dtype: str, grads: int, repeats: int, c
         kernel = build_kernel(cfg.sampler, post.n)
         probes = _peak_gemm(dtype)
         for r in range(repeats):
-            trace = run_chains(kernel, post, jax.random.key(r), num_chains=CHAINS, num_steps=steps,
-                               num_burnin=0, progress=False)  # fmt: skip
+            trace = run_chains(kernel, post, jax.random.key(r), num_chains=CHAINS, num_steps=steps, num_burnin=0, progress=False)
             est = estimate_llc(trace.loss, 0, float(post.nbeta), float(post.L0))
             row.grads_per_s.append(trace.n_fge / trace.sampling_time_s)
             row.ess_per_s.append(est["ess_bulk"] / trace.sampling_time_s)
@@ -170,8 +178,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cache-dir", type=Path, default=Path("/tmp/lh_speed_cache"))
     args = p.parse_args(argv)
     command = "python scripts/bench_full_batch.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    print(f"{command.strip()}\n{platform.node()}: {os.cpu_count()} CPUs, jax {jax.__version__}, "
-          f"{jax.device_count()} {jax.default_backend()} device(s), load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+    print(
+        f"{command.strip()}\n{platform.node()}: {os.cpu_count()} CPUs, jax {jax.__version__}, "
+        f"{jax.device_count()} {jax.default_backend()} device(s), load {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
     rows = []
     for case in args.cases.split(","):
         for sampler in args.samplers.split(","):

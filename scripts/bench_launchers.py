@@ -56,8 +56,9 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
             r = overhead.run_once("sgld8", name, ns)
             r["at_once"] = k
             r["overhead_slot_s"] = (k * r["wall_s"] - r["sampling_warmup_s"] - r["compile_s"]) / max(r["jobs"], 1)
-            print(f"# {name} repeat {i + 1}/{args.repeats}: wall {r['wall_s']:.1f}s, {r['ok']}/{r['jobs']} ok, "
-                  f"load {r['load1']:.1f}", file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"# {name} repeat {i + 1}/{args.repeats}: wall {r['wall_s']:.1f}s, {r['ok']}/{r['jobs']} ok, load {r['load1']:.1f}", file=sys.stderr, flush=True
+            )
             runs.append(r)
         med = {key: statistics.median(r[key] for r in runs) for key in runs[0] if isinstance(runs[0][key], float)}
         summary.append({**runs[0], **med, "ok": min(r["ok"] for r in runs)})
@@ -75,8 +76,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])  # fmt: skip
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--launchers", default=",".join(LAUNCHERS), help=f"comma-separated, from {', '.join(LAUNCHERS)}")
     p.add_argument("--repeats", type=int, default=3, help="runs per launcher; medians are printed (default 3)")
     p.add_argument("--slurm-cpus", type=int, default=1, help="cpus_per_task of the slurm_cpu jobs (default 1)")
@@ -89,8 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown launcher(s) {', '.join(unknown)}; known: {', '.join(LAUNCHERS)}")
     rows = compare(args)
-    print(f"sgld8 (8 SGLD jobs), median of {args.repeats} repeat(s), warm cache after the first, "
-          f"mlflow {'on' if args.mlflow else 'off'}, {os.cpu_count()} CPUs\n")  # fmt: skip
+    print(
+        f"sgld8 (8 SGLD jobs), median of {args.repeats} repeat(s), warm cache after the first, mlflow {'on' if args.mlflow else 'off'}, {os.cpu_count()} CPUs\n"
+    )
     print(markdown(rows))
     return 0
 

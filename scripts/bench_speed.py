@@ -220,10 +220,7 @@ def _jax_matmul_bound(case: Case, steps: int, split: bool) -> tuple[Any, tuple[A
         return jax.lax.scan(lambda ws, _: (one_pass(ws, x), None), ws, None, length=steps)[0]
 
     key = jax.random.key(0)
-    ws = [
-        jax.random.normal(key, (CHAINS, a, b), jnp.float32) / math.sqrt(a)
-        for a, b in zip(case.widths[:-1], case.widths[1:], strict=True)
-    ]
+    ws = [jax.random.normal(key, (CHAINS, a, b), jnp.float32) / math.sqrt(a) for a, b in zip(case.widths[:-1], case.widths[1:], strict=True)]
     x = jax.random.normal(key, (CHAINS, BATCH, case.widths[0]), jnp.float32)
     mesh = chain_mesh(CHAINS) if split else None
     if mesh is not None:
@@ -327,10 +324,21 @@ class _DevinterpProblem:
         model = self.model()
         start = time.perf_counter()
         llc(
-            model, dataset, {}, lr=self.eps, n_beta=self.nbeta, localization=self.gamma,
-            num_chains=CHAINS, num_draws=kept, num_burnin_steps=steps - kept, batch_size=BATCH,
-            init_seed=seed, device="cpu", output_path=str(path), loss_fn=loss_fn,
-        )  # fmt: skip
+            model,
+            dataset,
+            {},
+            lr=self.eps,
+            n_beta=self.nbeta,
+            localization=self.gamma,
+            num_chains=CHAINS,
+            num_draws=kept,
+            num_burnin_steps=steps - kept,
+            batch_size=BATCH,
+            init_seed=seed,
+            device="cpu",
+            output_path=str(path),
+            loss_fn=loss_fn,
+        )
         elapsed = time.perf_counter() - start
         size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
         return elapsed, size
@@ -375,8 +383,13 @@ def run_case(case: Case, args: argparse.Namespace) -> CaseResult:
     t0 = time.perf_counter()
     target = build_target(cfg, cache_dir)
     res = CaseResult(
-        case=case.name, widths=list(case.widths), d=case.params, chains=CHAINS, steps=case.steps,
-        compare_steps=case.compare_steps, step_flops=case.step_flops(BATCH),
+        case=case.name,
+        widths=list(case.widths),
+        d=case.params,
+        chains=CHAINS,
+        steps=case.steps,
+        compare_steps=case.compare_steps,
+        step_flops=case.step_flops(BATCH),
         target_time_s=time.perf_counter() - t0,
         versions={
             "jax": jax.__version__,
@@ -385,7 +398,7 @@ def run_case(case: Case, args: argparse.Namespace) -> CaseResult:
             "xla_threads": str(args.xla_threads or "all cores"),
             "jax_devices": str(jax.device_count()),
         },
-    )  # fmt: skip
+    )
     # The PRNG the app would use (config key `prng_impl` where the library has it), or --prng-impl.
     prng_impl = args.prng_impl or cfg.get("prng_impl") or "threefry2x32"
     res.versions["prng_impl"] = prng_impl
@@ -403,9 +416,14 @@ def run_case(case: Case, args: argparse.Namespace) -> CaseResult:
     with tempfile.TemporaryDirectory(prefix="lh_bench_speed_") as tmp:
         for r in range(args.repeats):
             trace = run_chains(
-                kernel, posterior, jax.random.key(r, impl=prng_impl), num_chains=CHAINS, num_steps=case.steps,
-                num_burnin=case.steps - max(1, int(case.steps * KEEP_FRACTION)), progress=False,
-            )  # fmt: skip
+                kernel,
+                posterior,
+                jax.random.key(r, impl=prng_impl),
+                num_chains=CHAINS,
+                num_steps=case.steps,
+                num_burnin=case.steps - max(1, int(case.steps * KEEP_FRACTION)),
+                progress=False,
+            )
             res.compile_s.append(trace.compile_time_s)
             res.sampling_s.append(trace.sampling_time_s)
             finite.append(float(np.isfinite(trace.loss).mean()))
@@ -664,10 +682,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     versions = results[0].versions if results else {}
     print(f"\nVersions: {', '.join(f'{k} {v}' for k, v in versions.items())}; load now {os.getloadavg()[0]:.1f}")
-    print(
-        f"SGLD, batch {BATCH}, {CHAINS} chains, n = {N_DATA:,}, float32; medians over {args.repeats} repeats "
-        "(min–max in brackets)\n"
-    )
+    print(f"SGLD, batch {BATCH}, {CHAINS} chains, n = {N_DATA:,}, float32; medians over {args.repeats} repeats (min–max in brackets)\n")
     print(speed_table(results))
     if not args.no_compare:
         print()

@@ -66,11 +66,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 SWEEPS: dict[str, list[str]] = {
     "sgld8": [
-        "model.widths=[4,6,4]", "model.true_rank=2", "data.n=10000", "sampler.batch_size=100",
-        "sampler.num_steps=2000", "seed=0,1,2,3,4,5,6,7",
+        "model.widths=[4,6,4]",
+        "model.true_rank=2",
+        "data.n=10000",
+        "sampler.batch_size=100",
+        "sampler.num_steps=2000",
+        "seed=0,1,2,3,4,5,6,7",
     ],
     "smoke": ["+experiment=smoke"],
-}  # fmt: skip
+}
 SWEEPS["sgld1"] = [*SWEEPS["sgld8"][:-1], "seed=0"]
 OK_STATUS = ("ok", "some_chains_diverged")
 ESTIMATOR_TIMES = ("sampling_time_s", "warmup_time_s", "compile_time_s", "warmup_compile_time_s")
@@ -103,8 +107,7 @@ def run_once(sweep: str, launcher: str, args: argparse.Namespace) -> dict[str, A
     with tempfile.TemporaryDirectory(prefix=f"lh_overhead_{sweep}_") as tmp:
         work = Path(tmp)
         sweep_dir = work / "sweep"
-        cmd = [sys.executable, "-m", "lambda_hat", "--multirun", *SWEEPS[sweep], *args.extra,
-               f"hydra.sweep.dir={sweep_dir}"]  # fmt: skip
+        cmd = [sys.executable, "-m", "lambda_hat", "--multirun", *SWEEPS[sweep], *args.extra, f"hydra.sweep.dir={sweep_dir}"]
         if launcher != "basic":
             cmd.append(f"hydra/launcher={launcher}")
         if args.mlflow:
@@ -128,10 +131,17 @@ def run_once(sweep: str, launcher: str, args: argparse.Namespace) -> dict[str, A
     sampling = _sum(df, "sampling_time_s", "warmup_time_s")
     compile_s = _sum(df, "compile_time_s", "warmup_compile_time_s")
     return {
-        "sweep": sweep, "launcher": launcher, "jobs": jobs, "ok": ok, "wall_s": wall, "cpu_s": cpu,
-        "sampling_warmup_s": sampling, "compile_s": compile_s,
-        "overhead_per_job_s": (wall - sampling - compile_s) / max(jobs, 1), "load1": load,
-    }  # fmt: skip
+        "sweep": sweep,
+        "launcher": launcher,
+        "jobs": jobs,
+        "ok": ok,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "sampling_warmup_s": sampling,
+        "compile_s": compile_s,
+        "overhead_per_job_s": (wall - sampling - compile_s) / max(jobs, 1),
+        "load1": load,
+    }
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
@@ -146,10 +156,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])  # fmt: skip
-    p.add_argument("--launcher", action="append", metavar="NAME",
-                   help="'basic' (default) or a hydra/launcher option; repeat for several")  # fmt: skip
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--launcher", action="append", metavar="NAME", help="'basic' (default) or a hydra/launcher option; repeat for several")
     p.add_argument("--sweeps", default="sgld1,sgld8,smoke", help=f"comma-separated, from {', '.join(SWEEPS)} (default: all)")
     p.add_argument("--repeats", type=int, default=3, help="runs of each sweep per launcher; medians are printed (default 3)")
     p.add_argument("--cold", action="store_true", help="an empty target/XLA cache for every command")
@@ -173,28 +181,33 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(args.repeats):
                 r = run_once(sweep, launcher, args)
                 r["repeat"] = i
-                print(f"# {sweep} / {launcher} repeat {i + 1}/{args.repeats}: wall {r['wall_s']:.1f}s, {r['ok']}/{r['jobs']} ok, "
-                      f"load {r['load1']:.1f}", file=sys.stderr, flush=True)  # fmt: skip
+                print(
+                    f"# {sweep} / {launcher} repeat {i + 1}/{args.repeats}: wall {r['wall_s']:.1f}s, {r['ok']}/{r['jobs']} ok, load {r['load1']:.1f}",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 runs.append(r)
             raw += runs
             med = {k: statistics.median(r[k] for r in runs) for k in runs[0] if isinstance(runs[0][k], float)}
             summary.append({**runs[0], **med, "jobs": runs[0]["jobs"], "ok": min(r["ok"] for r in runs)})
     cache = "cold cache" if args.cold else "warm cache after the first repeat"
-    print(f"sweep overhead, median of {args.repeats} repeat(s), {cache}, mlflow {'on' if args.mlflow else 'off'}, "
-          f"{os.cpu_count()} CPUs\n")  # fmt: skip
+    print(f"sweep overhead, median of {args.repeats} repeat(s), {cache}, mlflow {'on' if args.mlflow else 'off'}, {os.cpu_count()} CPUs\n")
     print(markdown(summary))
     for launcher in launchers:
         one = next((r for r in summary if r["sweep"] == "sgld1" and r["launcher"] == launcher), None)
         eight = next((r for r in summary if r["sweep"] == "sgld8" and r["launcher"] == launcher), None)
         if one and eight and eight["jobs"] > one["jobs"]:
+
             def outside(r: dict[str, Any]) -> float:
                 return r["wall_s"] - r["sampling_warmup_s"] - r["compile_s"]
 
             extra = (outside(eight) - outside(one)) / (eight["jobs"] - one["jobs"])
             cpu = (eight["cpu_s"] - one["cpu_s"]) / (eight["jobs"] - one["jobs"])
-            print(f"\n{launcher}: one more job costs {extra:.2f} s beyond its estimator (sgld8 vs sgld1); "
-                  f"fixed cost of the command {outside(one) - extra:.1f} s; CPU per extra job, estimator "
-                  f"included, {cpu:.2f} s (less sensitive to other load on a shared machine)")  # fmt: skip
+            print(
+                f"\n{launcher}: one more job costs {extra:.2f} s beyond its estimator (sgld8 vs sgld1); "
+                f"fixed cost of the command {outside(one) - extra:.1f} s; CPU per extra job, estimator "
+                f"included, {cpu:.2f} s (less sensitive to other load on a shared machine)"
+            )
     if args.json:
         args.json.write_text(json.dumps({"summary": summary, "runs": raw}, indent=2))
     return 0

@@ -43,11 +43,19 @@ GAMMA = 100.0
 
 def _overrides(steps: int, control_variate: bool) -> dict:
     return {
-        "sampler.num_chains": CHAINS, "sampler.num_steps": steps, "sampler.num_burnin": steps // 2,
-        "sampler.batch_size": BATCH, "sampler.target_mala_accept": None, "sampler.step_size": STEP,
-        "sampler.mala_every": 0, "posterior.gamma": GAMMA, "posterior.check_minimum": False,
-        "posterior.control_variate": control_variate, "progress": False, "cpu_devices": None,
-    }  # fmt: skip
+        "sampler.num_chains": CHAINS,
+        "sampler.num_steps": steps,
+        "sampler.num_burnin": steps // 2,
+        "sampler.batch_size": BATCH,
+        "sampler.target_mala_accept": None,
+        "sampler.step_size": STEP,
+        "sampler.mala_every": 0,
+        "posterior.gamma": GAMMA,
+        "posterior.check_minimum": False,
+        "posterior.control_variate": control_variate,
+        "progress": False,
+        "cpu_devices": None,
+    }
 
 
 def _builtin_target():
@@ -90,15 +98,22 @@ def run_case(case: str, steps: int, repeats: int) -> dict:
     times = []
     for _ in range(repeats):
         if kind == "builtin":
-            run_cfg = lh.compose("sgld", {**_overrides(steps, cv), "model.widths": WIDTHS, "data.n": N,
-                                          "training.max_steps": 1, "training.eval_every": 1}, model="mlp")  # fmt: skip
+            run_cfg = lh.compose(
+                "sgld", {**_overrides(steps, cv), "model.widths": WIDTHS, "data.n": N, "training.max_steps": 1, "training.eval_every": 1}, model="mlp"
+            )
             metrics, _, _ = estimate_target(run_cfg, target)
         else:
             metrics = lh.estimate(user, "sgld", overrides=_overrides(steps, cv)).metrics
         times.append(metrics["sampling_time_s"])
-    return {"case": case, "d": metrics["d"], "n": metrics["n"], "sampling_s": statistics.median(times),
-            "chain_steps_per_s": CHAINS * steps / statistics.median(times), "L0": metrics["L0"],
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # fmt: skip
+    return {
+        "case": case,
+        "d": metrics["d"],
+        "n": metrics["n"],
+        "sampling_s": statistics.median(times),
+        "chain_steps_per_s": CHAINS * steps / statistics.median(times),
+        "L0": metrics["L0"],
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def run_devinterp(steps: int, repeats: int) -> dict:
@@ -126,9 +141,15 @@ def run_devinterp(steps: int, repeats: int) -> dict:
                 opt.step()
         times.append(time.perf_counter() - start)
     sampling = statistics.median(times)
-    return {"case": f"devinterp (torch {torch.__version__}, {torch.get_num_threads()} threads)", "d": sum(p.numel() for p in model.parameters()),
-            "n": N, "sampling_s": sampling, "chain_steps_per_s": CHAINS * steps / sampling, "L0": None,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # fmt: skip
+    return {
+        "case": f"devinterp (torch {torch.__version__}, {torch.get_num_threads()} threads)",
+        "d": sum(p.numel() for p in model.parameters()),
+        "n": N,
+        "sampling_s": sampling,
+        "chain_steps_per_s": CHAINS * steps / sampling,
+        "L0": None,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def main() -> None:
@@ -147,8 +168,9 @@ def main() -> None:
         return
     rows = []
     for case in ("builtin", "user_jax", "user_torch", "builtin_nocv", "user_jax_nocv"):
-        out = subprocess.run([sys.executable, __file__, "--case", case, "--steps", str(args.steps), "--repeats", str(args.repeats)],
-                             capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, __file__, "--case", case, "--steps", str(args.steps), "--repeats", str(args.repeats)], capture_output=True, text=True, cwd=ROOT
+        )
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else {"case": case, "error": out.stderr[-500:]})
         print(rows[-1], file=sys.stderr, flush=True)
     if args.devinterp_python:
@@ -157,10 +179,28 @@ def main() -> None:
         sys.path.insert(0, str(ROOT))
         _, target = _builtin_target()
         arrays = Path("/tmp/bench_user_target.npz")
-        np.savez(arrays, x=target.x.astype(np.float32), y=target.y.astype(np.float32),
-                 **{f"{k}{i}": np.asarray(layer[k], np.float32) for i, layer in enumerate(target.w_star) for k in ("w", "b")})  # fmt: skip
-        out = subprocess.run([args.devinterp_python, __file__, "--case", "devinterp", "--steps", str(max(20, args.steps // 4)),
-                              "--repeats", str(args.repeats), "--arrays", str(arrays)], capture_output=True, text=True)  # fmt: skip
+        np.savez(
+            arrays,
+            x=target.x.astype(np.float32),
+            y=target.y.astype(np.float32),
+            **{f"{k}{i}": np.asarray(layer[k], np.float32) for i, layer in enumerate(target.w_star) for k in ("w", "b")},
+        )
+        out = subprocess.run(
+            [
+                args.devinterp_python,
+                __file__,
+                "--case",
+                "devinterp",
+                "--steps",
+                str(max(20, args.steps // 4)),
+                "--repeats",
+                str(args.repeats),
+                "--arrays",
+                str(arrays),
+            ],
+            capture_output=True,
+            text=True,
+        )
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else {"case": "devinterp", "error": out.stderr[-800:]})
     print(f"\n{'case':<42} {'d':>9} {'n':>7} {'chain-steps/s':>14} {'sampling s':>11} {'peak RSS MB':>12}")
     for r in rows:

@@ -33,9 +33,8 @@ from lambda_hat.vi import flow
 
 def row(d: int, k: int, kind: str, draws: int, steps: int, repeats: int) -> dict:
     cfg = OmegaConf.create(
-        dict(flow=kind, latent_dim=k, layers=4, nn_width=32, nn_depth=1, knots=8, interval=4.0,
-             subspace="random", learn_subspace=True, init_scale=0.5)
-    )  # fmt: skip
+        dict(flow=kind, latent_dim=k, layers=4, nn_width=32, nn_depth=1, knots=8, interval=4.0, subspace="random", learn_subspace=True, init_scale=0.5)
+    )
     t0 = time.perf_counter()
     fam = flow.build(cfg, d)
     params = jax.block_until_ready(fam.init(jax.random.key(0)))
@@ -65,11 +64,15 @@ def row(d: int, k: int, kind: str, draws: int, steps: int, repeats: int) -> dict
     ms = 1e3 * statistics.median(times)
     mem = compiled.memory_analysis()
     return dict(
-        d=d, k=k, flow=kind,
+        d=d,
+        k=k,
+        flow=kind,
         params=sum(a.size for a in jax.tree.leaves(params)),
         temp_mb=mem.temp_size_in_bytes / 2**20 if mem is not None else float("nan"),
-        step_ms=ms, ns_per_sdk=1e6 * ms / (draws * d * k), build_s=build_s,
-    )  # fmt: skip
+        step_ms=ms,
+        ns_per_sdk=1e6 * ms / (draws * d * k),
+        build_s=build_s,
+    )
 
 
 def main() -> None:
@@ -88,8 +91,10 @@ def main() -> None:
         for k in a.k:
             for d in a.d:
                 r = row(d, k, kind, a.draws, a.steps, a.repeats)
-                print(f"| {d:,} | {k} | {kind} | {r['params']:,} | {r['temp_mb']:.1f} | {r['step_ms']:.2f} | "
-                      f"{r['ns_per_sdk']:.2f} | {r['build_s']:.1f} |", flush=True)  # fmt: skip
+                print(
+                    f"| {d:,} | {k} | {kind} | {r['params']:,} | {r['temp_mb']:.1f} | {r['step_ms']:.2f} | {r['ns_per_sdk']:.2f} | {r['build_s']:.1f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

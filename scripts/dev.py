@@ -46,7 +46,7 @@ def find_uv() -> list[str]:
     return [str(uv)]
 
 
-EXTRAS = ("dev", "sweep", "vi", "browser", "flax", "checkpoints", "examples")
+EXTRAS = ("dev", "sweep", "vi", "browser", "flax", "checkpoints", "examples", "docs")
 # The torch extra's CPU build: PyPI's Linux torch wheels pull CUDA (~5 GB), so torch is installed
 # only from a find-links folder that holds a CPU wheel (PIP_FIND_LINKS, as pip reads it).
 TORCH = ("torch==2.13.0+cpu", "torchax==0.0.13")

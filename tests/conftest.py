@@ -56,9 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def run_cli(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """`python -m lambda_hat ARGS` as a user runs it, in cwd, with this checkout on the path."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "lambda_hat", *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=timeout
-    )
+    return subprocess.run([sys.executable, "-m", "lambda_hat", *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=timeout)
 
 
 def slurm_missing() -> str | None:
@@ -101,7 +99,8 @@ def small_sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
     sweep = root / "sweep"
     proc = run_cli(
         ["--multirun", "+experiment=smoke", "sampler=sgld,hmc", "seed=0,1", "sampler.num_chains=2", f"hydra.sweep.dir={sweep}"],
-        cwd=root, timeout=600,
-    )  # fmt: skip
+        cwd=root,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return Sweep(sweep, f"sqlite:///{root / 'mlflow.db'}", "lambda_hat_smoke")

@@ -39,9 +39,7 @@ def test_random_dln_draws_the_nets_of_the_former_benchmark(key: tuple[str, int, 
     widths, rank, seed = OLD_DRAWS[key]
     net = draw(size_class, index, gen_seed)
     assert (net.widths, net.true_rank, net.seed) == (widths, rank, seed)
-    cfg = compose_config(
-        ["model=dln_random", f"model.size_class={size_class}", f"model.index={index}", f"model.generator_seed={gen_seed}"]
-    )
+    cfg = compose_config(["model=dln_random", f"model.size_class={size_class}", f"model.index={index}", f"model.generator_seed={gen_seed}"])
     validate(cfg)
     model = OmegaConf.to_container(cfg.model, resolve=True)
     assert model["name"] == "dln" and model["widths"] == widths and model["true_rank"] == rank
@@ -70,13 +68,18 @@ def _synthetic_table() -> pd.DataFrame:
     widths = [[5, 8, 6], [5, 8, 6], [10, 10], [10, 10], [7, 9, 7], [7, 9, 7]]
     ranks = [5, 2, 10, 3, 7, 7]  # built product rank: full where it equals min(widths)
     for i, (e, w, r) in enumerate(zip(errors, widths, ranks)):
-        rows.append({
-            "status": "ok" if e is not None else "some_chains_diverged", "llc_true": 10.0,
-            "llc_rel_error": e, "d": 500 + 100 * i, "true_rank": r,
-            "cfg.model.widths": str(w).replace(" ", ""), "cfg.model.size_class": "1k",
-        })  # fmt: skip
-    rows.append({"status": "ok", "llc_true": None, "llc_rel_error": None, "d": 5, "true_rank": None,
-                 "cfg.model.widths": "[2,2]", "cfg.model.size_class": None})  # fmt: skip
+        rows.append(
+            {
+                "status": "ok" if e is not None else "some_chains_diverged",
+                "llc_true": 10.0,
+                "llc_rel_error": e,
+                "d": 500 + 100 * i,
+                "true_rank": r,
+                "cfg.model.widths": str(w).replace(" ", ""),
+                "cfg.model.size_class": "1k",
+            }
+        )
+    rows.append({"status": "ok", "llc_true": None, "llc_rel_error": None, "d": 5, "true_rank": None, "cfg.model.widths": "[2,2]", "cfg.model.size_class": None})
     rows.append({**rows[0], "status": "killed", "llc_rel_error": None})  # interrupted: not a result
     return pd.DataFrame(rows)
 

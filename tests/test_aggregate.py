@@ -28,10 +28,19 @@ CALLBACK = "++hydra.callbacks.aggregate._target_=lambda_hat.sweeps.callbacks.Agg
 # 2 x 2: posterior.gamma=-1 passes the app's up-front check (it checks only the first value of a
 # sweep) and fails validation inside jobs 1 and 3, which write failure.json.
 SWEEP = [
-    "model.widths=[3,4,3]", "model.true_rank=1", "data.n=2000", "sampler=sgld", "sampler.batch_size=100",
-    "sampler.num_steps=400", "sampler.num_tune=100", "sampler.num_chains=2", "seed=0,1", "posterior.gamma=1,-1",
-    "progress=false", "mlflow.enabled=false",
-]  # fmt: skip (plots left at its default: off inside a sweep)
+    "model.widths=[3,4,3]",
+    "model.true_rank=1",
+    "data.n=2000",
+    "sampler=sgld",
+    "sampler.batch_size=100",
+    "sampler.num_steps=400",
+    "sampler.num_tune=100",
+    "sampler.num_chains=2",
+    "seed=0,1",
+    "posterior.gamma=1,-1",
+    "progress=false",
+    "mlflow.enabled=false",
+]  # plots left at its default: off inside a sweep
 
 
 # ------------------------------------------------------------------------- a real 2x2 multirun
@@ -44,8 +53,12 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.Co
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
         [sys.executable, "-m", "lambda_hat", "--multirun", *SWEEP, f"hydra.sweep.dir={sweep_dir}", CALLBACK],
-        cwd=base, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=base,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     return sweep_dir, proc
 
 
@@ -108,9 +121,7 @@ def test_cli_compares_the_samplers_of_a_sweep(sweep: tuple[Path, subprocess.Comp
     assert "- #1 `sgld` failed: posterior.gamma=-1" in printed and "- #3 `sgld` failed" in printed
 
 
-def test_callback_writes_the_table_and_the_sweep_exits_nonzero(
-    sweep: tuple[Path, subprocess.CompletedProcess], tmp_path: Path
-) -> None:
+def test_callback_writes_the_table_and_the_sweep_exits_nonzero(sweep: tuple[Path, subprocess.CompletedProcess], tmp_path: Path) -> None:
     # NEEDS THE APP CHANGE: with Hydra 1.3's basic sweeper, a job that raises makes the sweep
     # re-raise after the batch, so on_multirun_end (this callback) never runs. The app's task
     # function must, in a multirun, write failure.json and return instead of raising, and main()
@@ -182,9 +193,14 @@ def test_killed_job_and_its_orphan_mlflow_run(sweep: tuple[Path, subprocess.Comp
 
 
 def _job(
-    folder: Path, *, num: int | None = None, overrides: tuple[str, ...] = (), cfg: dict | None = None,
-    metrics: dict | None = None, failure: dict | None = None,
-) -> Path:  # fmt: skip
+    folder: Path,
+    *,
+    num: int | None = None,
+    overrides: tuple[str, ...] = (),
+    cfg: dict | None = None,
+    metrics: dict | None = None,
+    failure: dict | None = None,
+) -> Path:
     (folder / ".hydra").mkdir(parents=True)
     cfg = cfg or {"sampler": {"name": "sgld", "step_size": 1e-6}, "model": {"name": "dln", "widths": [3, 4, 3]}, "seed": 0}
     (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
@@ -199,9 +215,20 @@ def _job(
     return folder
 
 
-OK = {"status": "ok", "llc_mean": 4.2, "llc_sem": 0.1, "llc_true": 4.5, "llc_rel_error": -0.07, "sampler": "sgld",
-      "llc_per_chain": [4.1, 4.3], "warnings": [], "timing_notes": {"x": "y"}, "hessian_check": {"rank": 3},
-      "num_chains": 2, "gram_loss": True}  # fmt: skip
+OK = {
+    "status": "ok",
+    "llc_mean": 4.2,
+    "llc_sem": 0.1,
+    "llc_true": 4.5,
+    "llc_rel_error": -0.07,
+    "sampler": "sgld",
+    "llc_per_chain": [4.1, 4.3],
+    "warnings": [],
+    "timing_notes": {"x": "y"},
+    "hessian_check": {"rank": 3},
+    "num_chains": 2,
+    "gram_loss": True,
+}
 
 
 def test_statuses_and_errors_of_every_kind_of_job(tmp_path: Path) -> None:
@@ -216,8 +243,9 @@ def test_statuses_and_errors_of_every_kind_of_job(tmp_path: Path) -> None:
     _job(sweep / "4", num=4, overrides=("seed=4",))  # SIGKILL: only .hydra/
     _job(sweep / "5", num=5, overrides=("seed=5",), metrics={**OK, "status": "some_chains_diverged", "num_chains": 2.5})
     no_sampler = {k: v for k, v in OK.items() if k != "sampler"}
-    single = _job(tmp_path / "outputs" / "2026-01-01" / "10-00-00", metrics=no_sampler,
-                  cfg={"sampler": {"name": "hmc", "step_size": "auto"}, "model": {"name": "mlp"}})  # fmt: skip
+    single = _job(
+        tmp_path / "outputs" / "2026-01-01" / "10-00-00", metrics=no_sampler, cfg={"sampler": {"name": "hmc", "step_size": "auto"}, "model": {"name": "mlp"}}
+    )
 
     df = collect_rows(tmp_path)
     by_seed = {o: r for o, r in zip(df["overrides"], df.to_dict("records"))}
@@ -280,13 +308,43 @@ def test_compare_groups_by_target_across_precisions() -> None:
     from lambda_hat.sweeps.compare import compare_table
 
     rows = [
-        {"job_num": 0, "status": "ok", "sampler": "sgld", "model": "dln", "target_id": "t1", "nbeta": float(np.float32(263.1)),
-         "gamma": 1.0, "llc_mean": 8.4, "llc_sem": 0.3, "llc_true": 8.0, "llc_rel_error": 0.05, "num_chains": 4,
-         "n_fge": 100.0, "n_fge_warmup": 20.0, "warnings": json.dumps(["ess_bulk = 50 < 100: ..."]), "mala_accept": 0.92},
-        {"job_num": 1, "status": "ok", "sampler": "hmc", "model": "dln", "target_id": "t1", "nbeta": 263.1, "gamma": 1.0,
-         "llc_mean": 8.0, "llc_sem": 0.4, "llc_true": 8.0, "llc_rel_error": 0.0, "num_chains": 4, "n_fge": 400.0,
-         "n_fge_warmup": 0.0, "warnings": "[]", "acceptance_rate": 0.9},
-    ]  # fmt: skip
+        {
+            "job_num": 0,
+            "status": "ok",
+            "sampler": "sgld",
+            "model": "dln",
+            "target_id": "t1",
+            "nbeta": float(np.float32(263.1)),
+            "gamma": 1.0,
+            "llc_mean": 8.4,
+            "llc_sem": 0.3,
+            "llc_true": 8.0,
+            "llc_rel_error": 0.05,
+            "num_chains": 4,
+            "n_fge": 100.0,
+            "n_fge_warmup": 20.0,
+            "warnings": json.dumps(["ess_bulk = 50 < 100: ..."]),
+            "mala_accept": 0.92,
+        },
+        {
+            "job_num": 1,
+            "status": "ok",
+            "sampler": "hmc",
+            "model": "dln",
+            "target_id": "t1",
+            "nbeta": 263.1,
+            "gamma": 1.0,
+            "llc_mean": 8.0,
+            "llc_sem": 0.4,
+            "llc_true": 8.0,
+            "llc_rel_error": 0.0,
+            "num_chains": 4,
+            "n_fge": 400.0,
+            "n_fge_warmup": 0.0,
+            "warnings": "[]",
+            "acceptance_rate": 0.9,
+        },
+    ]
     text = compare_table(pd.DataFrame(rows))
     assert text.count("**dln") == 1 and "Per sampler" not in text  # one target
     assert "| `sgld` | 8.400 ± 0.300 | +5.0% | 0.8 (`hmc`) |" in text  # 0.4 / 0.5

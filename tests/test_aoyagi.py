@@ -7,9 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
+from lambda_hat.targets.aoyagi import aoyagi_lambda, aoyagi_watanabe_two_layer
 from lambda_hat.targets.dln import (
-    aoyagi_lambda,
-    aoyagi_watanabe_two_layer,
     make_teacher,
     num_params,
     product_rank,

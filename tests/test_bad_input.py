@@ -112,9 +112,7 @@ def _main(argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: Any) -> tupl
 
 
 @pytest.mark.parametrize("argv,key,allowed", CASES, ids=[" ".join(c[0]) for c in CASES])
-def test_bad_input_is_one_line_naming_the_key(
-    argv: list[str], key: str, allowed: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
-) -> None:
+def test_bad_input_is_one_line_naming_the_key(argv: list[str], key: str, allowed: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     code, out, err = _main(argv, monkeypatch, capsys)

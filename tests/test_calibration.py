@@ -18,19 +18,37 @@ from tests.conftest import ROOT, run_cli
 
 def _row(**kw) -> pd.Series:
     base = {
-        "status": "ok", "llc_mean": 50.0, "llc_sem": 0.5, "mala_accept": 0.95, "r_hat": 1.01, "ess_bulk": 400.0,
-        "chains_diverged": "[]", "gamma": 1.0, "d": 800, "nbeta": 8686.0, "cfg.sampler.step_size": 1e-6,
-        "cfg.posterior.beta0": 1.0, "cfg.posterior.gamma": 1.0, "cfg.sampler.target_mala_accept": None, "job_num": 0,
-    }  # fmt: skip
+        "status": "ok",
+        "llc_mean": 50.0,
+        "llc_sem": 0.5,
+        "mala_accept": 0.95,
+        "r_hat": 1.01,
+        "ess_bulk": 400.0,
+        "chains_diverged": "[]",
+        "gamma": 1.0,
+        "d": 800,
+        "nbeta": 8686.0,
+        "cfg.sampler.step_size": 1e-6,
+        "cfg.posterior.beta0": 1.0,
+        "cfg.posterior.gamma": 1.0,
+        "cfg.sampler.target_mala_accept": None,
+        "job_num": 0,
+    }
     return pd.Series({**base, **kw})
 
 
 def _trace(llc_per_step: np.ndarray, chains: int = 2) -> pd.DataFrame:
     n = len(llc_per_step)
-    return pd.DataFrame({
-        "chain": np.repeat(np.arange(chains), n), "draw": np.tile(np.arange(n), chains), "step": np.tile(np.arange(1, n + 1), chains),
-        "burnin": np.tile(np.arange(n) < n // 2, chains), "llc": np.tile(llc_per_step, chains), "distance": 0.1,
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "chain": np.repeat(np.arange(chains), n),
+            "draw": np.tile(np.arange(n), chains),
+            "step": np.tile(np.arange(1, n + 1), chains),
+            "burnin": np.tile(np.arange(n) < n // 2, chains),
+            "llc": np.tile(llc_per_step, chains),
+            "distance": 0.1,
+        }
+    )
 
 
 def test_each_rule_gives_its_verdict() -> None:
@@ -50,18 +68,35 @@ def test_each_rule_gives_its_verdict() -> None:
 
 
 def _settings(points: list[tuple[float, float, str, float]], beta0: float = 1.0) -> pd.DataFrame:
-    return pd.DataFrame([
-        {"step_size": s, "beta0": beta0, "gamma": 1.0, "nbeta": 100 * beta0, "llc_mean": llc, "llc_sem": 0.2,
-         "mala_accept": mala, "verdict": v, "job_num": i}
-        for i, (s, llc, v, mala) in enumerate(points)
-    ])  # fmt: skip
+    return pd.DataFrame(
+        [
+            {
+                "step_size": s,
+                "beta0": beta0,
+                "gamma": 1.0,
+                "nbeta": 100 * beta0,
+                "llc_mean": llc,
+                "llc_sem": 0.2,
+                "mala_accept": mala,
+                "verdict": v,
+                "job_num": i,
+            }
+            for i, (s, llc, v, mala) in enumerate(points)
+        ]
+    )
 
 
 def test_the_flat_region_is_the_longest_run_of_agreeing_healthy_steps() -> None:
-    g = _settings([
-        (1e-8, 30.0, "too small", 1.0), (1e-7, 49.0, "healthy", 0.99), (3e-7, 50.0, "healthy", 0.96),
-        (1e-6, 51.0, "healthy", 0.92), (3e-6, 60.0, "healthy", 0.91), (1e-5, 90.0, "too large", 0.6),
-    ])  # fmt: skip
+    g = _settings(
+        [
+            (1e-8, 30.0, "too small", 1.0),
+            (1e-7, 49.0, "healthy", 0.99),
+            (3e-7, 50.0, "healthy", 0.96),
+            (1e-6, 51.0, "healthy", 0.92),
+            (3e-6, 60.0, "healthy", 0.91),
+            (1e-5, 90.0, "too large", 0.6),
+        ]
+    )
     assert [g.at[i, "step_size"] for i in calibration.flat_region(g)] == [1e-7, 3e-7, 1e-6]
     g["flat"] = g.index.isin(calibration.flat_region(g))
     rec = calibration.recommend(g)
@@ -87,9 +122,13 @@ def test_calibration_sweep_on_a_dln_recommends_a_step_within_5_percent(tmp_path:
     and one that diverges. The recommendation lands within 5% of λ."""
     sweep = tmp_path / "cal"
     args = [
-        "--multirun", "+experiment=calibration", "sampler.step_size=1e-8,3e-7,3e-6,1e-1", "posterior.beta0=1",
-        f"hydra.sweep.dir={sweep}", "mlflow.enabled=false",
-    ]  # fmt: skip
+        "--multirun",
+        "+experiment=calibration",
+        "sampler.step_size=1e-8,3e-7,3e-6,1e-1",
+        "posterior.beta0=1",
+        f"hydra.sweep.dir={sweep}",
+        "mlflow.enabled=false",
+    ]
     proc = run_cli(args, cwd=tmp_path, timeout=600)
     assert proc.returncode == 1, proc.stderr[-2000:]  # the diverging job failed; the others did not
     assert "calibration: recommended" in proc.stdout + proc.stderr
@@ -110,8 +149,12 @@ def test_calibration_sweep_on_a_dln_recommends_a_step_within_5_percent(tmp_path:
 
     out = subprocess.run(
         [sys.executable, "-m", "lambda_hat.calibrate", str(sweep), "--reference"],
-        capture_output=True, text=True, cwd=tmp_path, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"reference (analytic): λ = {llc_true:.4g}" in out.stdout
     assert "| 3e-07 |" in out.stdout and "healthy (flat)" in out.stdout
@@ -120,8 +163,11 @@ def test_calibration_sweep_on_a_dln_recommends_a_step_within_5_percent(tmp_path:
 def test_calibrate_on_a_folder_without_a_calibration_sweep_is_one_line(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "lambda_hat.calibrate", str(tmp_path)],
-        capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        timeout=120,
+    )
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "no calibration sweep there" in out.stderr
 
@@ -130,3 +176,6 @@ def test_calibrate_on_a_folder_without_a_calibration_sweep_is_one_line(tmp_path:
 def test_is_calibration(target_mala_accept, steps, expected) -> None:
     t = pd.DataFrame({"cfg.sampler.step_size": steps, "cfg.sampler.target_mala_accept": [target_mala_accept] * 2})
     assert calibration.is_calibration(t) is expected
+    # an Optuna search draws γ with the step: no (nβ, γ) at two steps, not a calibration grid
+    search = t.assign(**{"cfg.posterior.beta0": 1.0, "cfg.posterior.gamma": [0.6, 166.0]})
+    assert calibration.is_calibration(search) is False

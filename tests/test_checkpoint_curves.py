@@ -62,15 +62,25 @@ def test_without_multirun_it_is_one_line_and_exit_2(tmp_path: Path, monkeypatch:
     with pytest.raises(SystemExit) as e:
         app.main()
     assert e.value.code == 2
-    assert capsys.readouterr().err.strip() == "lambda_hat: error: model.checkpoint=ckpts: names 2 checkpoints; add --multirun to estimate λ̂ at each (one job per checkpoint)"
+    assert (
+        capsys.readouterr().err.strip()
+        == "lambda_hat: error: model.checkpoint=ckpts: names 2 checkpoints; add --multirun to estimate λ̂ at each (one job per checkpoint)"
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpts"]
 
 
 def test_llc_over_training_end_to_end_with_mlflow_report_and_resume(tmp_path: Path) -> None:
     _save_checkpoints(tmp_path / "ckpts", [10, 100, 1000])
     sweep = tmp_path / "sweep"
-    args = ["--multirun", "model=user", "model.factory=tests.factories:classifier", "+model.args.framework=jax",
-            "model.checkpoint=ckpts/", *QUICK, f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    args = [
+        "--multirun",
+        "model=user",
+        "model.factory=tests.factories:classifier",
+        "+model.args.framework=jax",
+        "model.checkpoint=ckpts/",
+        *QUICK,
+        f"hydra.sweep.dir={sweep}",
+    ]
     proc = run_cli(args, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = pd.read_parquet(sweep / "llc_runs.parquet")

@@ -19,8 +19,20 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 def test_module_cli_prints_summary_last_and_writes_run_folder(tmp_path: Path) -> None:
     proc = _run(
-        [sys.executable, "-m", "lambda_hat", "model.widths=[4,6,4]", "model.true_rank=2", "data.n=10000",
-         "sampler.batch_size=100", "sampler.num_steps=2000", "sampler.num_burnin=1000", "sampler.step_size=2e-6", "sampler.target_mala_accept=null", "cpu_devices=2"],
+        [
+            sys.executable,
+            "-m",
+            "lambda_hat",
+            "model.widths=[4,6,4]",
+            "model.true_rank=2",
+            "data.n=10000",
+            "sampler.batch_size=100",
+            "sampler.num_steps=2000",
+            "sampler.num_burnin=1000",
+            "sampler.step_size=2e-6",
+            "sampler.target_mala_accept=null",
+            "cpu_devices=2",
+        ],
         tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -15,12 +15,25 @@ ROOT = Path(__file__).resolve().parent.parent
 JOBS = 8
 # A trained MLP target (no analytic λ): each job needs the same target and the same reference run.
 CONFIG = [
-    "model=mlp", "model.widths=[2,3,1]", "data.n=500", "training.max_steps=200", "sampler=sgld",
-    "sampler.batch_size=50", "sampler.num_steps=400", "sampler.num_tune=100", "sampler.num_chains=2",
-    "cpu_devices=1", "target_seed=0", "objective.enabled=true", "objective.reference.sampler=hmc",
-    "objective.reference.num_chains=2", "objective.reference.num_warmup=100", "objective.reference.num_steps=200",
-    "plots=false", "progress=false",
-]  # fmt: skip
+    "model=mlp",
+    "model.widths=[2,3,1]",
+    "data.n=500",
+    "training.max_steps=200",
+    "sampler=sgld",
+    "sampler.batch_size=50",
+    "sampler.num_steps=400",
+    "sampler.num_tune=100",
+    "sampler.num_chains=2",
+    "cpu_devices=1",
+    "target_seed=0",
+    "objective.enabled=true",
+    "objective.reference.sampler=hmc",
+    "objective.reference.num_chains=2",
+    "objective.reference.num_warmup=100",
+    "objective.reference.num_steps=200",
+    "plots=false",
+    "progress=false",
+]
 
 
 def _communicate_all(procs: list[subprocess.Popen], timeout: float) -> list[str]:
@@ -42,8 +55,12 @@ def test_eight_simultaneous_jobs_share_caches_and_store_safely(tmp_path: Path) -
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "lambda_hat", *CONFIG, *shared, f"seed={i}", f"hydra.run.dir={tmp_path / 'runs' / str(i)}"],
-            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for i in range(JOBS)
     ]
     logs = _communicate_all(procs, timeout=1500)
@@ -61,9 +78,13 @@ def test_eight_simultaneous_jobs_share_caches_and_store_safely(tmp_path: Path) -
     assert len(runs) == JOBS and {r.info.status for r in runs} == {"FINISHED"}
 
     agg = subprocess.run(
-        [sys.executable, "-m", "lambda_hat.aggregate", str(tmp_path / "runs")], cwd=tmp_path, env=env,
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [sys.executable, "-m", "lambda_hat.aggregate", str(tmp_path / "runs")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert agg.returncode == 0, agg.stderr
     assert agg.stdout.startswith(f"{JOBS} jobs: {JOBS} ok, 0 failed, 0 killed")
     import pandas as pd
@@ -81,17 +102,40 @@ def test_two_searches_on_one_optuna_study_share_its_trials(tmp_path: Path) -> No
     """Two people resume the same study at once: together they run its n_trials, none twice."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     tiny = [
-        "model.widths=[3,4,3]", "model.true_rank=1", "data.n=2000", "sampler.num_steps=400", "sampler.num_chains=2",
-        "cpu_devices=1", "posterior.gamma=1.0", "sampler.batch_size=choice(100,200)",
-        "sampler.step_size=tag(log,interval(1e-5,1e-4))", "plots=false", "progress=false", "mlflow.enabled=false",
-    ]  # fmt: skip
+        "model.widths=[3,4,3]",
+        "model.true_rank=1",
+        "data.n=2000",
+        "sampler.num_steps=400",
+        "sampler.num_chains=2",
+        "cpu_devices=1",
+        "posterior.gamma=1.0",
+        "sampler.batch_size=choice(100,200)",
+        "sampler.step_size=tag(log,interval(1e-5,1e-4))",
+        "plots=false",
+        "progress=false",
+        "mlflow.enabled=false",
+    ]
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "lambda_hat", "--multirun", "+hparams_search=sgld", *tiny, f"hydra.sweeper.storage={storage}",
-             "hydra.sweeper.study_name=shared", "hydra.sweeper.n_trials=4", f"hydra.sweep.dir={tmp_path / f'sweep{i}'}"],
-            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "lambda_hat",
+                "--multirun",
+                "+hparams_search=sgld",
+                *tiny,
+                f"hydra.sweeper.storage={storage}",
+                "hydra.sweeper.study_name=shared",
+                "hydra.sweeper.n_trials=4",
+                f"hydra.sweep.dir={tmp_path / f'sweep{i}'}",
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for i in range(2)
     ]
     logs = _communicate_all(procs, timeout=1500)

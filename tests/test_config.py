@@ -50,6 +50,9 @@ ROOT = Path(__file__).resolve().parent.parent
         (["sampler.burnin_fraction=1.0"], "sampler.burnin_fraction", "[0, 1)"),
         (["model.true_rank=-1"], "model.true_rank", "[0, 10]"),
         (["--cfg", "job", "sampler.num_chains=0"], "sampler.num_chains", "> 0"),
+        (["-m", "sampler=sgld,sgdl"], "sampler=sgdl", "sgld"),  # a later sweep value of a group
+        (["-m", "+experiment=smoke,smok"], "experiment=smok", "calibration"),
+        (["-m", "posterior.sample_on=subset"], "posterior.sample_on", "measure_on"),
     ],
 )
 def test_bad_overrides_name_the_key(overrides: list[str], key: str, fragment: str) -> None:
@@ -73,7 +76,11 @@ def test_cli_rejects_typo_before_computing(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
         [sys.executable, "-m", "lambda_hat", "sampler.step_size=-1"],
-        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
@@ -178,7 +185,7 @@ def test_cfg_job_prints_the_config(tmp_path: Path) -> None:
 def test_a_config_named_with_cp_cn_is_validated_too(tmp_path: Path) -> None:
     conf = tmp_path / "myconf"
     conf.mkdir()
-    (conf / "mine.yaml").write_text(f"defaults:\n  - config\n  - _self_\nseed: 3\n")
+    (conf / "mine.yaml").write_text("defaults:\n  - config\n  - _self_\nseed: 3\n")
     (conf / "config.yaml").write_text((ROOT / "conf" / "config.yaml").read_text())
     for group in ("model", "data", "posterior", "sampler", "training"):
         (conf / group).symlink_to(ROOT / "conf" / group)
@@ -201,3 +208,15 @@ def test_a_multirun_is_checked_as_hydra_orders_its_first_job() -> None:
     assert check_overrides(one_sampler) is None
     error = check_overrides([*one_sampler, "sampler.decai=0.9"])
     assert error is not None and error.startswith("sampler.decai: unknown key")
+
+
+def test_a_typo_in_a_later_sweep_value_is_one_line_exit_2_and_no_mlflow_run(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    proc = run_cli(["--multirun", "sampler=sgld,sgdl", f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "lambda_hat: error: sampler=sgdl: no such option; available: "
+        "adam_sgld, adjusted_mclmc, hmc, mclmc, nuts, rmsprop_sgld, sghmc, sgld, sgld_lau, sgnht, vi"
+    ]
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "sweep").exists()

@@ -37,9 +37,7 @@ def test_cpu_device_count_is_fixed_once_jax_runs(caplog: pytest.LogCaptureFixtur
     "sampler,dtype,extra",
     [("sgld_lau", "float32", []), ("hmc", "float64", ["sampler.num_warmup=60", "sampler.num_integration_steps=4"])],
 )
-def test_split_chains_match_one_device(
-    make_cfg, tmp_path: Path, sampler: str, dtype: str, extra: list[str]
-) -> None:
+def test_split_chains_match_one_device(make_cfg, tmp_path: Path, sampler: str, dtype: str, extra: list[str]) -> None:
     target_args = [a for a in TINY if a.startswith(("model.", "data."))]
     cfg = make_cfg(*target_args, f"sampler={sampler}", *extra)
     target = build_target(cfg, tmp_path)
@@ -48,9 +46,15 @@ def test_split_chains_match_one_device(
         kernel = build_kernel(cfg.sampler, post.n)
         traces = [
             run_chains(
-                kernel, post, jax.random.key(3, impl="threefry2x32"), num_chains=4, num_steps=200,
-                num_burnin=100, progress=False, split_chains=split,
-            )  # fmt: skip
+                kernel,
+                post,
+                jax.random.key(3, impl="threefry2x32"),
+                num_chains=4,
+                num_steps=200,
+                num_burnin=100,
+                progress=False,
+                split_chains=split,
+            )
             for split in (True, False)
         ]
     split, single = traces

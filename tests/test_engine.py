@@ -17,7 +17,6 @@ from lambda_hat.targets import build_target
 from tests.conftest import TINY, run_cli
 
 
-
 def test_tracking_setup_ends_before_the_estimators_timed_phases(make_cfg, tmp_path: Path, monkeypatch) -> None:
     """MLflow's set-up thread shared the cores with sampling (tracking on: half the chain-steps/s).
     It must be finished before the first timed phase (here: SGLD step tuning) starts."""

@@ -85,9 +85,7 @@ LEFT_OUT = {"leaderboard": {"adjusted_mclmc"}}  # its self-sized tuning cannot b
 NOT_SAMPLER_SWEEPS = {"vi_benchmark"}
 
 
-@pytest.mark.parametrize(
-    "name", [n for n in EXPERIMENTS if n not in NOT_SAMPLER_SWEEPS and any(k in sweep_params(n) for k in SAMPLER_KEYS)]
-)
+@pytest.mark.parametrize("name", [n for n in EXPERIMENTS if n not in NOT_SAMPLER_SWEEPS and any(k in sweep_params(n) for k in SAMPLER_KEYS)])
 def test_sampler_sweeps_cover_every_sampler_and_compose_with_each(name: str) -> None:
     params = sweep_params(name)
     key = next(k for k in SAMPLER_KEYS if k in params)
@@ -130,8 +128,12 @@ def test_smoke_preset_runs_every_sampler(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
         [sys.executable, "-m", "lambda_hat", "--multirun", "+experiment=smoke", f"hydra.sweep.dir={sweep}", "mlflow.enabled=false"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     df = pd.read_parquet(sweep / "llc_runs.parquet")
     assert sorted(df["sampler"]) == sorted(registry.names())

@@ -19,18 +19,26 @@ ROOT = Path(__file__).resolve().parent.parent
 # job 2 a step that makes both chains diverge, job 3 fine. The SIGINT is sent once job 3's folder
 # exists, and each job samples for a few seconds, so it lands while job 3 runs.
 SWEEP = [
-    "--multirun", "sampler.step_size=1e-6,-1,1,2e-6", "sampler.target_mala_accept=null",
-    "model.widths=[3,4,3]", "model.true_rank=1", "data.n=2000", "sampler.batch_size=100",
-    "sampler.num_steps=300000", "sampler.mala_every=0", "sampler.num_chains=2", "cpu_devices=1",
-    "plots=false", "progress=false", "mlflow.enabled=false",
-]  # fmt: skip
+    "--multirun",
+    "sampler.step_size=1e-6,-1,1,2e-6",
+    "sampler.target_mala_accept=null",
+    "model.widths=[3,4,3]",
+    "model.true_rank=1",
+    "data.n=2000",
+    "sampler.batch_size=100",
+    "sampler.num_steps=300000",
+    "sampler.mala_every=0",
+    "sampler.num_chains=2",
+    "cpu_devices=1",
+    "plots=false",
+    "progress=false",
+    "mlflow.enabled=false",
+]
 
 
 def _start(args: list[str], cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(
-        [sys.executable, "-m", "lambda_hat", *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    return subprocess.Popen([sys.executable, "-m", "lambda_hat", *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 # slow (~60 s): it passed 4 times of 5 with this trigger; the one failure, at load ~4, was not

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from lambda_hat.targets import fiber as F
-from lambda_hat.targets.dln import aoyagi_lambda, make_teacher, num_params
+from lambda_hat.targets.aoyagi import aoyagi_lambda
+from lambda_hat.targets.dln import make_teacher, num_params
 
 
 def _all_lace_diagrams(widths: tuple[int, ...]) -> Iterator[dict[tuple[int, int], int]]:
@@ -223,8 +224,17 @@ def test_bottlenecks_and_examples() -> None:
 
 @pytest.mark.parametrize(
     "widths,rank",
-    [([5, 5, 5], 0), ([5, 5, 5], 3), ([4, 2, 5, 3], 1), ([3, 7, 2, 6], 0), ([6, 6, 6, 6, 6], 2),
-     ([8, 3, 9, 4, 7], 2), ([10, 10], 4), ([4, 6, 6, 6, 4], 4), ([3, 8, 8, 8, 3], 0)],
+    [
+        ([5, 5, 5], 0),
+        ([5, 5, 5], 3),
+        ([4, 2, 5, 3], 1),
+        ([3, 7, 2, 6], 0),
+        ([6, 6, 6, 6, 6], 2),
+        ([8, 3, 9, 4, 7], 2),
+        ([10, 10], 4),
+        ([4, 6, 6, 6, 4], 4),
+        ([3, 8, 8, 8, 3], 0),
+    ],
 )
 def test_top_teachers_are_generic_points_with_exact_product_rank(widths: list[int], rank: int) -> None:
     rng = np.random.default_rng(sum(widths) + rank)

@@ -22,8 +22,7 @@ SMALL = ["model.widths=[4,6,4]", "model.true_rank=2", "data.n=2000", "progress=f
 
 
 def test_hmc_near_true_llc_with_diagnostics(make_cfg, tmp_path: Path) -> None:
-    cfg = make_cfg(*SMALL, "sampler=hmc", "sampler.num_warmup=200", "sampler.num_steps=300",
-                   "sampler.num_integration_steps=8", "plots=true")
+    cfg = make_cfg(*SMALL, "sampler=hmc", "sampler.num_warmup=200", "sampler.num_steps=300", "sampler.num_integration_steps=8", "plots=true")
     m = run(cfg, tmp_path, tmp_path)
     assert m["status"] == "ok" and m["dtype"] == "float64"
     assert abs(m["llc_rel_error"]) < 0.2, m
@@ -38,8 +37,15 @@ def test_hmc_near_true_llc_with_diagnostics(make_cfg, tmp_path: Path) -> None:
 
 
 def test_hmc_trajectory_length_sets_integration_steps(make_cfg, tmp_path: Path) -> None:
-    cfg = make_cfg(*SMALL, "sampler=hmc", "sampler.num_warmup=100", "sampler.num_steps=20",
-                   "sampler.num_integration_steps=4", "sampler.trajectory_length=0.1", "sampler.num_chains=2")
+    cfg = make_cfg(
+        *SMALL,
+        "sampler=hmc",
+        "sampler.num_warmup=100",
+        "sampler.num_steps=20",
+        "sampler.num_integration_steps=4",
+        "sampler.trajectory_length=0.1",
+        "sampler.num_chains=2",
+    )
     m = run(cfg, tmp_path, tmp_path)
     for eps, n in zip(m["step_size_per_chain"], m["num_integration_steps_per_chain"]):
         assert n == min(1024, np.ceil(0.1 / eps))
@@ -47,8 +53,7 @@ def test_hmc_trajectory_length_sets_integration_steps(make_cfg, tmp_path: Path) 
 
 
 def test_nuts_near_true_llc_respects_tree_depth(make_cfg, tmp_path: Path) -> None:
-    cfg = make_cfg(*SMALL, "sampler=nuts", "sampler.num_warmup=150", "sampler.num_steps=150",
-                   "sampler.max_tree_depth=5")
+    cfg = make_cfg(*SMALL, "sampler=nuts", "sampler.num_warmup=150", "sampler.num_steps=150", "sampler.max_tree_depth=5")
     m = run(cfg, tmp_path, tmp_path)
     assert m["status"] == "ok" and abs(m["llc_rel_error"]) < 0.2, m
     assert 0 < m["tree_depth"] <= 5 and 1 <= m["num_integration_steps"] <= 2**5
@@ -136,8 +141,9 @@ def test_adjusted_mclmc_near_true_llc(make_cfg, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("sampler", ["sghmc", "sgnht"])
 def test_momentum_sgmcmc_near_true_llc(make_cfg, tmp_path: Path, sampler: str) -> None:
-    cfg = make_cfg(*SMALL, "data.n=10000", f"sampler={sampler}", "sampler.step_size=2e-4", "sampler.batch_size=100",
-                   "sampler.num_steps=4000", "sampler.num_burnin=2000")
+    cfg = make_cfg(
+        *SMALL, "data.n=10000", f"sampler={sampler}", "sampler.step_size=2e-4", "sampler.batch_size=100", "sampler.num_steps=4000", "sampler.num_burnin=2000"
+    )
     m = run(cfg, tmp_path, tmp_path)
     assert m["status"] == "ok" and abs(m["llc_rel_error"]) < 0.25, m
     assert 0.5 < m["kinetic_temperature"] < 2.0  # momentum thermalised near temperature 1
@@ -147,8 +153,16 @@ def test_momentum_sgmcmc_near_true_llc(make_cfg, tmp_path: Path, sampler: str) -
 def test_momentum_sgmcmc_presets_stable_on_stiff_posterior(make_cfg, tmp_path: Path, sampler: str) -> None:
     # n = 1e5 makes the localized posterior stiff (nβ ≈ 8.7e3); with w moved by the old momentum
     # (blackjax's explicit-Euler diffusions) these presets diverged on a DLN of this kind.
-    cfg = make_cfg("model.widths=[5,8,6,4]", "model.true_rank=3", "data.n=100000", "progress=false",
-                   "plots=false", f"sampler={sampler}", "sampler.num_steps=2000", "sampler.num_burnin=1000")
+    cfg = make_cfg(
+        "model.widths=[5,8,6,4]",
+        "model.true_rank=3",
+        "data.n=100000",
+        "progress=false",
+        "plots=false",
+        f"sampler={sampler}",
+        "sampler.num_steps=2000",
+        "sampler.num_burnin=1000",
+    )
     m = run(cfg, tmp_path, tmp_path)
     assert m["status"] == "ok" and not m["chains_diverged"], m
     assert abs(m["llc_rel_error"]) < 0.25, m
@@ -156,8 +170,7 @@ def test_momentum_sgmcmc_presets_stable_on_stiff_posterior(make_cfg, tmp_path: P
 
 
 def test_mala_acceptance_flags_too_large_steps(make_cfg, tmp_path: Path) -> None:
-    args = (*SMALL, "data.n=10000", "sampler.batch_size=100", "sampler.num_steps=1000", "sampler.num_burnin=500",
-            "sampler.mala_every=10", "sampler=sgld_lau")
+    args = (*SMALL, "data.n=10000", "sampler.batch_size=100", "sampler.num_steps=1000", "sampler.num_burnin=500", "sampler.mala_every=10", "sampler=sgld_lau")
     small = run(make_cfg(*args, "sampler.step_size=1e-7"), tmp_path / "a", tmp_path)
     large = run(make_cfg(*args, "sampler.step_size=2e-5"), tmp_path / "b", tmp_path)
     # 2e-5 biases λ̂ by about +50% on this target; the diagnostic must say so.
@@ -169,13 +182,20 @@ def test_mala_acceptance_flags_too_large_steps(make_cfg, tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize(("sampler", "too_small", "too_large"), [("sgld", 1e-8, 1e-4), ("rmsprop_sgld", 1e-8, 1e-4)])
-def test_step_size_tuning_reaches_target_mala_acceptance(
-    make_cfg, tmp_path: Path, sampler: str, too_small: float, too_large: float
-) -> None:
+def test_step_size_tuning_reaches_target_mala_acceptance(make_cfg, tmp_path: Path, sampler: str, too_small: float, too_large: float) -> None:
     # max_bias=null: dual averaging alone (the bias cap is tested in test_samplers.py)
-    args = (*SMALL, "data.n=10000", "sampler.batch_size=100", "sampler.num_steps=1000", "sampler.num_burnin=500",
-            "sampler.mala_every=10", f"sampler={sampler}", "sampler.target_mala_accept=0.9", "sampler.num_tune=1500",
-            "sampler.max_bias=null")
+    args = (
+        *SMALL,
+        "data.n=10000",
+        "sampler.batch_size=100",
+        "sampler.num_steps=1000",
+        "sampler.num_burnin=500",
+        "sampler.mala_every=10",
+        f"sampler={sampler}",
+        "sampler.target_mala_accept=0.9",
+        "sampler.num_tune=1500",
+        "sampler.max_bias=null",
+    )
     # Start 100x below and 100x above a good step: tuning must move both to about the same place.
     small = run(make_cfg(*args, f"sampler.step_size={too_small}"), tmp_path / "a", tmp_path)
     large = run(make_cfg(*args, f"sampler.step_size={too_large}"), tmp_path / "b", tmp_path)
@@ -191,8 +211,7 @@ def test_step_size_tuning_reaches_target_mala_acceptance(
 
 
 def test_float64_posterior_reevaluates_L0(make_cfg, tmp_path: Path) -> None:
-    cfg = make_cfg("model=mlp", "model.widths=[2,4,1]", "data.n=500", "sampler.batch_size=50",
-                   "training.max_steps=200")
+    cfg = make_cfg("model=mlp", "model.widths=[2,4,1]", "data.n=500", "sampler.batch_size=50", "training.max_steps=200")
     target = build_target(cfg, tmp_path)
     with jax.enable_x64(True):
         post64 = make_posterior(target, 1.0, 1.0, "float64")
@@ -204,8 +223,7 @@ def test_float64_posterior_reevaluates_L0(make_cfg, tmp_path: Path) -> None:
 
 def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "lambda_hat", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "lambda_hat", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.slow  # ~60 s; the fast tests/test_reproducibility.py covers a float64 job before a float32 one
@@ -213,8 +231,9 @@ def test_mixed_precision_multirun_matches_separate_runs(tmp_path: Path) -> None:
     """x64 from a float64 job must not leak into the next job of Hydra's (in-process) basic launcher."""
     common = [*SMALL, "mlflow.enabled=false", "sampler.num_chains=2"]
     # float64 job first, then float32: the order in which a leak would show.
-    proc = _cli(["--multirun", "sampler=mclmc,sgld", *common, f"hydra.sweep.dir={tmp_path / 'multi'}",
-                 "sampler.num_steps=400", "sampler.num_burnin=200"], tmp_path)
+    proc = _cli(
+        ["--multirun", "sampler=mclmc,sgld", *common, f"hydra.sweep.dir={tmp_path / 'multi'}", "sampler.num_steps=400", "sampler.num_burnin=200"], tmp_path
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweep = {}
     for sub in sorted((tmp_path / "multi").iterdir()):
@@ -223,8 +242,7 @@ def test_mixed_precision_multirun_matches_separate_runs(tmp_path: Path) -> None:
             sweep[m["sampler"]] = m
     assert sweep["mclmc"]["dtype"] == "float64" and sweep["sgld"]["dtype"] == "float32"
     for sampler in ("mclmc", "sgld"):
-        alone = _cli([f"sampler={sampler}", *common, "sampler.num_steps=400", "sampler.num_burnin=200",
-                      f"hydra.run.dir={tmp_path / sampler}"], tmp_path)
+        alone = _cli([f"sampler={sampler}", *common, "sampler.num_steps=400", "sampler.num_burnin=200", f"hydra.run.dir={tmp_path / sampler}"], tmp_path)
         assert alone.returncode == 0, alone.stderr[-3000:]
         m = json.loads((tmp_path / sampler / "metrics.json").read_text())
         assert m["dtype"] == sweep[sampler]["dtype"]

@@ -25,8 +25,7 @@ from lambda_hat.devices import device_warning, usable_cores
 from .conftest import ROOT
 
 # A target that compiles and samples in seconds; job "long" runs until it is killed.
-SMALL = ["model.widths=[3,4,3]", "data.n=2000", "sampler.batch_size=50", "sampler.num_burnin=200",
-         "sampler.num_chains=2", "plots=false", "progress=false"]  # fmt: skip
+SMALL = ["model.widths=[3,4,3]", "data.n=2000", "sampler.batch_size=50", "sampler.num_burnin=200", "sampler.num_chains=2", "plots=false", "progress=false"]
 SHORT, LONG = 400, 20_000_000
 
 
@@ -35,9 +34,14 @@ def start_multirun(args: list[str], cwd: Path) -> subprocess.Popen:
     in its environment must not reach the jobs."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_RUN_ID": "0123456789abcdef0123456789abcdef"}
     return subprocess.Popen(
-        [sys.executable, "-m", "lambda_hat", "--multirun", *SMALL, *args], cwd=cwd, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )  # fmt: skip
+        [sys.executable, "-m", "lambda_hat", "--multirun", *SMALL, *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -108,6 +112,7 @@ def test_local_parallel_keeps_the_sweep_through_a_sigkill(tmp_path: Path) -> Non
     # (SIGTERM, what scancel sends, is exercised through submitit's worker by the SLURM test.)
     proc = start_multirun(["hydra/launcher=local_parallel", f"sampler.num_steps={SHORT},{LONG}"], tmp_path)
     try:
+
         def pid_of(num: int) -> int | None:
             d = job_dir(tmp_path, num)
             record = d / "mlflow_run.json" if d else None
@@ -135,11 +140,18 @@ def squeue(name: str) -> dict[str, str]:
 def test_slurm_cpu_sweep_with_a_running_and_a_pending_job_cancelled(tmp_path: Path) -> None:
     name = f"lh_test_{os.getpid()}_{int(time.time())}"
     proc = start_multirun(
-        ["hydra/launcher=slurm_cpu", f"hydra.launcher.name={name}", "hydra.launcher.cpus_per_task=1",
-         "hydra.launcher.mem_gb=1", "hydra.launcher.array_parallelism=2", "hydra.launcher.poll_s=1",
-         "hydra.launcher.result_grace_s=3", f"sampler.num_steps={SHORT},{LONG},{SHORT}"],
+        [
+            "hydra/launcher=slurm_cpu",
+            f"hydra.launcher.name={name}",
+            "hydra.launcher.cpus_per_task=1",
+            "hydra.launcher.mem_gb=1",
+            "hydra.launcher.array_parallelism=2",
+            "hydra.launcher.poll_s=1",
+            "hydra.launcher.result_grace_s=3",
+            f"sampler.num_steps={SHORT},{LONG},{SHORT}",
+        ],
         tmp_path,
-    )  # fmt: skip
+    )
     try:
         jobs = wait_for("the array in squeue", lambda: (lambda q: q if len(q) == 3 else None)(squeue(name)), 420, proc)
         by_index = {int(k.split("_")[1]): k for k in jobs}
@@ -153,9 +165,7 @@ def test_slurm_cpu_sweep_with_a_running_and_a_pending_job_cancelled(tmp_path: Pa
         # Bounded: SIGTERM, KillWait (10 s on the dev cluster), sacct polled every second, a 3 s grace.
         # (The first job may still be running: the sweep ends when it does.)
         assert time.monotonic() - cancelled_at < 420
-        df = check_table_and_mlflow(
-            tmp_path, {0: ("ok", "FINISHED"), 1: ("cancelled", "KILLED"), 2: ("cancelled", "KILLED")}, 1
-        )
+        df = check_table_and_mlflow(tmp_path, {0: ("ok", "FINISHED"), 1: ("cancelled", "KILLED"), 2: ("cancelled", "KILLED")}, 1)
         assert "CANCELLED" in df.at[1, "error"] and "CANCELLED" in df.at[2, "error"]
         assert not (Path(df.at[2, "output_dir"]) / "metrics.json").exists()
     finally:
@@ -163,14 +173,22 @@ def test_slurm_cpu_sweep_with_a_running_and_a_pending_job_cancelled(tmp_path: Pa
         subprocess.run(["scancel", "--name", name], capture_output=True)
 
 
-def test_slurm_gpu_sbatch_script_has_gpu_memory_time_and_jax_env(tmp_path: Path) -> None:
+def test_slurm_gpu_sbatch_script_has_gpu_memory_time_and_jax_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from hydra_plugins.lambda_hat_launchers import SlurmLauncher
+
+    # submitit's executor refuses to exist without `srun` on PATH; the script's text needs no
+    # cluster, so a stand-in lets this run on any machine (the slurm-marked tests submit for real).
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (tmp_path / "bin" / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ.get('PATH', '')}")
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose(
-            "config", overrides=["hydra/launcher=slurm_gpu", "hydra.launcher.partition=gpu", f"hydra.sweep.dir={tmp_path}"],
+            "config",
+            overrides=["hydra/launcher=slurm_gpu", "hydra.launcher.partition=gpu", f"hydra.sweep.dir={tmp_path}"],
             return_hydra_config=True,
-        )  # fmt: skip
+        )
     params = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
     assert params.pop("_target_") == "hydra_plugins.lambda_hat_launchers.SlurmLauncher"
     launcher = SlurmLauncher(**params)

@@ -28,12 +28,29 @@ def test_nuts_warmup_on_rows_keeps_memory_flat(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LAMBDA_HAT_CACHE": str(tmp_path / "cache")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lambda_hat", "model=dln", "model.widths=[6,9,7,5]", "model.true_rank=3",
-         "data.n=20000", "sampler=nuts", "sampler.num_warmup=100000", "sampler.num_steps=50", "seed=1",
-         "posterior.gram_loss=false", "mlflow.enabled=false", "plots=false", "cpu_devices=2",
-         f"hydra.run.dir={run_dir}"],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "lambda_hat",
+            "model=dln",
+            "model.widths=[6,9,7,5]",
+            "model.true_rank=3",
+            "data.n=20000",
+            "sampler=nuts",
+            "sampler.num_warmup=100000",
+            "sampler.num_steps=50",
+            "seed=1",
+            "posterior.gram_loss=false",
+            "mlflow.enabled=false",
+            "plots=false",
+            "cpu_devices=2",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         log = run_dir / "app.log"
         deadline = time.monotonic() + 180

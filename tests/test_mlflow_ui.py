@@ -98,10 +98,24 @@ def test_mlflow_ui_shows_the_sweep(small_sweep, tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{port}"
     log = (tmp_path / "mlflow_server.log").open("w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", small_sweep.tracking_uri,
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            small_sweep.tracking_uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     browser = None
     try:
         _wait_healthy(url, server, timeout=300)

@@ -10,9 +10,17 @@ from lambda_hat.targets import build_target
 
 def test_mlp_target_trains_to_noise_floor_and_samples(make_cfg, tmp_path: Path) -> None:
     cfg = make_cfg(
-        "model=mlp", "model.widths=[2,8,1]", "data.n=2000", "data.noise_std=0.1",
-        "sampler.batch_size=100", "sampler.num_steps=1000", "sampler.num_burnin=500",
-        "sampler.step_size=1e-5", "training.max_steps=3000", "plots=false", "progress=false",
+        "model=mlp",
+        "model.widths=[2,8,1]",
+        "data.n=2000",
+        "data.noise_std=0.1",
+        "sampler.batch_size=100",
+        "sampler.num_steps=1000",
+        "sampler.num_burnin=500",
+        "sampler.step_size=1e-5",
+        "training.max_steps=3000",
+        "plots=false",
+        "progress=false",
     )
     target = build_target(cfg, tmp_path / "cache")
     assert target.llc_true is None and target.kind == "mlp"

@@ -26,32 +26,50 @@ pd = pytest.importorskip("pandas")
 ROOT = Path(__file__).resolve().parent.parent
 
 DLN = [
-    "model.widths=[3,4,3]", "model.true_rank=1", "data.n=2000", "sampler.num_steps=400", "sampler.num_chains=2",
-    "plots=false", "progress=false", "mlflow.enabled=false",
-]  # fmt: skip
+    "model.widths=[3,4,3]",
+    "model.true_rank=1",
+    "data.n=2000",
+    "sampler.num_steps=400",
+    "sampler.num_chains=2",
+    "plots=false",
+    "progress=false",
+    "mlflow.enabled=false",
+]
 MLP = [
-    "model=mlp", "model.widths=[2,3,1]", "data.n=500", "training.max_steps=200", "sampler.num_steps=400",
-    "sampler.num_chains=2", "sampler.batch_size=100", "sampler.target_mala_accept=null", "posterior.gamma=1.0",
-    "objective.reference.num_chains=2", "objective.reference.num_warmup=100", "objective.reference.num_steps=200",
-    "plots=false", "progress=false", "mlflow.enabled=false",
-]  # fmt: skip
+    "model=mlp",
+    "model.widths=[2,3,1]",
+    "data.n=500",
+    "training.max_steps=200",
+    "sampler.num_steps=400",
+    "sampler.num_chains=2",
+    "sampler.batch_size=100",
+    "sampler.target_mala_accept=null",
+    "posterior.gamma=1.0",
+    "objective.reference.num_chains=2",
+    "objective.reference.num_warmup=100",
+    "objective.reference.num_steps=200",
+    "plots=false",
+    "progress=false",
+    "mlflow.enabled=false",
+]
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "lambda_hat", *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=400
-    )
+    proc = subprocess.run([sys.executable, "-m", "lambda_hat", *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=400)
     proc.output = proc.stdout + proc.stderr  # type: ignore[attr-defined]
     return proc
 
 
 def _sweep_args(tmp: Path, study: str, *extra: str) -> list[str]:
     return [
-        "--multirun", "+hparams_search=sgld",
-        f"hydra.sweep.dir={tmp}/sweep", f"hydra.sweeper.storage=sqlite:///{tmp}/optuna.db",
-        f"hydra.sweeper.study_name={study}", *extra,
-    ]  # fmt: skip
+        "--multirun",
+        "+hparams_search=sgld",
+        f"hydra.sweep.dir={tmp}/sweep",
+        f"hydra.sweeper.storage=sqlite:///{tmp}/optuna.db",
+        f"hydra.sweeper.study_name={study}",
+        *extra,
+    ]
 
 
 def _trials(sweep: Path) -> Any:
@@ -100,11 +118,17 @@ def test_failed_trial_pareto_front_and_reference_computed_once(tmp_path: Path) -
     # sweep still finishes. The target (an MLP) has no analytic λ: the reference run is built here.
     proc = _run(
         _sweep_args(
-            tmp_path, "pareto", *common, "hydra/sweeper/sampler=grid", "sampler.step_size=choice(1e-4,1e3)",
-            "objective.with_work=true", "hydra.sweeper.direction=[minimize,minimize]", "hydra.sweeper.n_trials=2",
+            tmp_path,
+            "pareto",
+            *common,
+            "hydra/sweeper/sampler=grid",
+            "sampler.step_size=choice(1e-4,1e3)",
+            "objective.with_work=true",
+            "hydra.sweeper.direction=[minimize,minimize]",
+            "hydra.sweeper.n_trials=2",
         ),
         tmp_path,
-    )  # fmt: skip
+    )
     t1 = time.perf_counter()
     sweep = tmp_path / "sweep"
     # the app exits 1 after a sweep with a failed job; the search itself finished
@@ -220,8 +244,11 @@ def test_reference_key_depends_on_posterior_and_reference_sampler() -> None:
     assert ref_cfg.sampler.name == "nuts" and ref_cfg.target_seed == 3 and ref_cfg.seed == 0
     assert not ref_cfg.mlflow.enabled and not ref_cfg.plots and not ref_cfg.objective.enabled
     assert get_reference(compose_config(base), target_id="t", llc_true=2.5) == {
-        "llc": 2.5, "se": 0.0, "source": "analytic", "key": "t",
-    }  # fmt: skip
+        "llc": 2.5,
+        "se": 0.0,
+        "source": "analytic",
+        "key": "t",
+    }
     with pytest.raises(ValueError, match="full-batch"):
         reference_key(compose_config([*base, "objective.reference.sampler=sgld"]), "t")
 
@@ -275,9 +302,17 @@ def _sweeper(tmp: Path, n_trials: int, launcher: _Launcher) -> Any:
     from lambda_hat.sweeps.optuna_sweeper import _impl_class
 
     impl = _impl_class()(
-        optuna.samplers.RandomSampler(seed=0), "minimize", f"sqlite:///{tmp}/o.db", "fake", n_trials, 1, 1.0,
-        None, None, None,
-    )  # fmt: skip
+        optuna.samplers.RandomSampler(seed=0),
+        "minimize",
+        f"sqlite:///{tmp}/o.db",
+        "fake",
+        n_trials,
+        1,
+        1.0,
+        None,
+        None,
+        None,
+    )
     impl.config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp / "sweep")}}, "objective": {"enabled": True, "with_work": False}})
     impl.launcher = launcher
     return impl
@@ -338,9 +373,9 @@ def test_presets_search_only_keys_the_sampler_has(preset: str, sampler: str) -> 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=[f"+hparams_search={preset}", f"sampler={sampler}"], return_hydra_config=True)
     sweeper = cfg.hydra.sweeper
-    assert sweeper._target_ == "hydra_plugins.lambda_hat.ResumableOptunaSweeper"
+    assert sweeper._target_ == "hydra_plugins.lambda_hat_optuna.ResumableOptunaSweeper"
     assert sweeper.max_failure_rate == 1.0 and sweeper.n_trials == 20 and sweeper.study_name
-    assert cfg.hydra.callbacks.lambda_hat_optuna._target_.endswith("RegisterSweeper")
+    assert "lambda_hat_optuna" not in cfg.hydra.callbacks  # found by Hydra's plugin scan, no callback
     assert cfg.objective.enabled and cfg.sampler.name == sampler
     validate(cfg)
     for key, value in sweeper.params.items():

@@ -104,12 +104,25 @@ def _synthetic(errors: dict[tuple[str, str], list[float]]) -> pd.DataFrame:
         for i, e in enumerate(errs):
             failed = e != e
             rows.append(
-                {"sampler": est, "family": "variational" if est == "vi" else "minibatch", "model": "dln",
-                 "cfg.model.widths": "[4, 6, 4]", "cfg.model.true_rank": 2, "status": "failed" if failed else "ok",
-                 "llc_true": 8.0, "llc_mean": None if failed else 8.0 * (1 + e), "llc_sem": 0.1, "seed": i,
-                 "n_fge": 3 * fge, "n_fge_warmup": fge, "num_chains": 4, "sampling_time_s": 1.0, "warmup_time_s": 0.5,
-                 "overrides": f"+experiment@_global_=leaderboard/{est} +leaderboard_budget={budget} seed={i}"}
-            )  # fmt: skip
+                {
+                    "sampler": est,
+                    "family": "variational" if est == "vi" else "minibatch",
+                    "model": "dln",
+                    "cfg.model.widths": "[4, 6, 4]",
+                    "cfg.model.true_rank": 2,
+                    "status": "failed" if failed else "ok",
+                    "llc_true": 8.0,
+                    "llc_mean": None if failed else 8.0 * (1 + e),
+                    "llc_sem": 0.1,
+                    "seed": i,
+                    "n_fge": 3 * fge,
+                    "n_fge_warmup": fge,
+                    "num_chains": 4,
+                    "sampling_time_s": 1.0,
+                    "warmup_time_s": 0.5,
+                    "overrides": f"+experiment@_global_=leaderboard/{est} +leaderboard_budget={budget} seed={i}",
+                }
+            )
     return runs.prepare(pd.DataFrame(rows))
 
 
@@ -127,8 +140,12 @@ def test_leaderboard_ranks_by_median_error_with_bootstrap_intervals() -> None:
     assert list(df["budget"].unique()) == ["fge10k", "fge1k"] and runs.budget_order(df) == ["fge1k", "fge10k"]
     board = ranking.leaderboard(df, level=0.9, seed=0)
     assert list(zip(board["budget"], board["rank"], board["estimator"])) == [
-        ("fge1k", 1, "b"), ("fge1k", 2, "a"), ("fge10k", 1, "a"), ("fge10k", 2, "vi"), ("fge10k", 3, "b"),
-    ]  # fmt: skip
+        ("fge1k", 1, "b"),
+        ("fge1k", 2, "a"),
+        ("fge10k", 1, "a"),
+        ("fge10k", 2, "vi"),
+        ("fge10k", 3, "b"),
+    ]
     for _, r in board.iterrows():
         errs = df[(df["budget"] == r["budget"]) & (df["estimator"] == r["estimator"])]["abs_rel_error"]
         assert r["median_abs_rel_error"] == pytest.approx(np.median(errs))

@@ -19,10 +19,20 @@ from lambda_hat.app import compose_config
 from tests.conftest import run_cli
 
 CONFIG = [
-    "model.widths=[3,4,3]", "model.true_rank=1", "data.n=2000", "sampler.batch_size=100", "sampler.num_steps=400",
-    "sampler.target_mala_accept=null", "sampler.mala_every=0", "sampler.num_chains=4", "cpu_devices=2", "seed=3",
-    "plots=false", "progress=false", "mlflow.enabled=false",
-]  # fmt: skip
+    "model.widths=[3,4,3]",
+    "model.true_rank=1",
+    "data.n=2000",
+    "sampler.batch_size=100",
+    "sampler.num_steps=400",
+    "sampler.target_mala_accept=null",
+    "sampler.mala_every=0",
+    "sampler.num_chains=4",
+    "cpu_devices=2",
+    "seed=3",
+    "plots=false",
+    "progress=false",
+    "mlflow.enabled=false",
+]
 
 
 def _cli(args: list[str], cwd: Path) -> None:

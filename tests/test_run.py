@@ -12,9 +12,25 @@ from lambda_hat.runner import RunFailed, run
 from tests.conftest import TINY
 
 REQUIRED = {
-    "llc_mean", "llc_std", "llc_sem", "llc_per_chain", "llc_true", "ess_bulk", "r_hat", "n_fge",
-    "n_fge_warmup", "sampling_time_s", "compile_time_s", "status", "sampler", "n", "d", "nbeta", "gamma",
-    "L0", "target_id",
+    "llc_mean",
+    "llc_std",
+    "llc_sem",
+    "llc_per_chain",
+    "llc_true",
+    "ess_bulk",
+    "r_hat",
+    "n_fge",
+    "n_fge_warmup",
+    "sampling_time_s",
+    "compile_time_s",
+    "status",
+    "sampler",
+    "n",
+    "d",
+    "nbeta",
+    "gamma",
+    "L0",
+    "target_id",
 }
 
 
@@ -66,8 +82,7 @@ def test_run_writes_outputs_and_logs_to_mlflow(make_cfg, tmp_path: Path) -> None
 
 
 def test_failing_run_is_marked_failed_in_mlflow(make_cfg, tmp_path: Path) -> None:
-    cfg = make_cfg(*TINY, "sampler=sgld_lau", "sampler.step_size=1.0", "sampler.num_steps=100", "sampler.num_burnin=50",
-                   "plots=false", mlflow=True)
+    cfg = make_cfg(*TINY, "sampler=sgld_lau", "sampler.step_size=1.0", "sampler.num_steps=100", "sampler.num_burnin=50", "plots=false", mlflow=True)
     with pytest.raises(RunFailed):
         run(cfg, tmp_path / "out", tmp_path)
     _, runs = _mlflow_runs(tmp_path)
@@ -101,8 +116,20 @@ def test_short_run_warns_that_its_error_bar_is_unreliable(make_cfg, tmp_path: Pa
 def test_summary_line_shows_warmup_time_when_there_was_one() -> None:
     from lambda_hat.runner import summary_line
 
-    m = {"llc_mean": 8.1, "llc_sem": 0.2, "llc_true": 8, "llc_rel_error": 0.0125, "sampler": "nuts", "model": "dln",
-         "d": 48, "chains_ok": 4, "num_chains": 4, "sampling_time_s": 105.8, "compile_time_s": 3.8, "status": "ok"}
+    m = {
+        "llc_mean": 8.1,
+        "llc_sem": 0.2,
+        "llc_true": 8,
+        "llc_rel_error": 0.0125,
+        "sampler": "nuts",
+        "model": "dln",
+        "d": 48,
+        "chains_ok": 4,
+        "num_chains": 4,
+        "sampling_time_s": 105.8,
+        "compile_time_s": 3.8,
+        "status": "ok",
+    }
     assert "warm-up" not in summary_line(m)
     line = summary_line({**m, "warmup_time_s": 98.4})
     assert "warm-up 98.40s + sampling 105.80s + compile 3.80s" in line and line.startswith("λ̂ = 8.100 ± 0.200")

@@ -95,9 +95,18 @@ def test_tuned_step_keeps_the_unadjusted_chains_bias_small(make_cfg, tmp_path: P
     """A regular model (λ = d/2 = 16) where a step at MALA acceptance 0.95 biases the unadjusted
     chain by ~+4% (ε·tr(A)/(8λ), A = ∇²U): tuning must cap the step (max_bias = 1%), and the
     work of the estimates must be counted."""
-    cfg = make_cfg("model=regular", "data.n=10000", "sampler=sgld", "sampler.batch_size=100", "sampler.num_chains=2",
-                   "sampler.num_tune=400", "sampler.num_steps=1000", "sampler.num_burnin=500", "progress=false",
-                   "plots=false")  # fmt: skip
+    cfg = make_cfg(
+        "model=regular",
+        "data.n=10000",
+        "sampler=sgld",
+        "sampler.batch_size=100",
+        "sampler.num_chains=2",
+        "sampler.num_tune=400",
+        "sampler.num_steps=1000",
+        "sampler.num_burnin=500",
+        "progress=false",
+        "plots=false",
+    )
     m = run(cfg, tmp_path / "out", tmp_path)
     x = build_target(cfg, tmp_path).x
     # Exact for a linear model with the mean squared error over `out` outputs: tr ∇²L = 2 tr(XᵀX/n).

@@ -62,11 +62,27 @@ def test_sigterm_during_nuts_warmup_ends_the_job_and_its_mlflow_run(tmp_path: Pa
     """The issue's command (NUTS warm-up on rows, d = 152, n = 2e4) ignored SIGTERM for > 60 s."""
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lambda_hat", "model=dln", "model.widths=[6,9,7,5]", "model.true_rank=3",
-         "data.n=20000", "sampler=nuts", "sampler.num_warmup=100000", "sampler.num_steps=50", "seed=1",
-         "posterior.gram_loss=false", "plots=false", f"hydra.run.dir={run_dir}"],
-        cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "lambda_hat",
+            "model=dln",
+            "model.widths=[6,9,7,5]",
+            "model.true_rank=3",
+            "data.n=20000",
+            "sampler=nuts",
+            "sampler.num_warmup=100000",
+            "sampler.num_steps=50",
+            "seed=1",
+            "posterior.gram_loss=false",
+            "plots=false",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         _wait_for(run_dir / "app.log", "warm-up/adaptation of", proc)
         time.sleep(2.0)  # inside the warm-up's first chunk (10,000 NUTS steps: many minutes)
@@ -93,9 +109,12 @@ def test_sigterm_is_honoured_when_a_launcher_calls_the_task_function_directly(tm
         hydra_app()
     """)
     proc = subprocess.Popen(
-        [sys.executable, "-c", script], cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.DEVNULL,
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
     try:
         _wait_for(run_dir / "app.log", "warm-up/adaptation of", proc)
         time.sleep(1.0)

@@ -68,8 +68,7 @@ def test_dln_target_is_cached_and_deterministic(make_cfg, tmp_path: Path) -> Non
     assert first.llc_true == second.llc_true == 6.0  # Aoyagi & Watanabe, M=3, H=5, N=4, r=2: (98 - 1 - 49) / 8
     assert first.x.shape == (1000, 3) and first.y.shape == (1000, 4)
     assert np.all(np.abs(first.x) <= 10.0)  # Lau et al.: x ~ U[-10, 10]
-    other = build_target(make_cfg("model.widths=[3,5,4]", "model.true_rank=2", "data.n=1000",
-                                  "sampler.batch_size=100", "target_seed=7"), tmp_path)
+    other = build_target(make_cfg("model.widths=[3,5,4]", "model.true_rank=2", "data.n=1000", "sampler.batch_size=100", "target_seed=7"), tmp_path)
     assert other.target_id != first.target_id
     # the sampler seed alone does not change the target when target_seed is pinned
     a = build_target(make_cfg("data.n=1000", "sampler.batch_size=100", "target_seed=1", "seed=5"), tmp_path)

@@ -16,11 +16,30 @@ def test_multirun_is_one_parent_with_a_child_per_job(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LAMBDA_HAT_CACHE": str(tmp_path / "cache")}
     sweep = tmp_path / "sweep"
     proc = subprocess.run(
-        [sys.executable, "-m", "lambda_hat", "--multirun", "model.widths=[3,4,3]", "model.true_rank=1", "data.n=2000",
-         "sampler.batch_size=100", "sampler.num_steps=400", "sampler.num_tune=100", "sampler.num_chains=2",
-         "seed=0,1", "plots=false", "progress=false", "mlflow.experiment=study_a", f"hydra.sweep.dir={sweep}"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "lambda_hat",
+            "--multirun",
+            "model.widths=[3,4,3]",
+            "model.true_rank=1",
+            "data.n=2000",
+            "sampler.batch_size=100",
+            "sampler.num_steps=400",
+            "sampler.num_tune=100",
+            "sampler.num_chains=2",
+            "seed=0,1",
+            "plots=false",
+            "progress=false",
+            "mlflow.experiment=study_a",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     from mlflow import MlflowClient
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lambda_hat.runner import run
-from lambda_hat.targets import build_target, dln
+from lambda_hat.targets import aoyagi, build_target, dln
 
 FAST = ["progress=false", "plots=false"]
 
@@ -40,14 +40,14 @@ def test_top_component_teachers_are_certified_by_the_hessian_rank(make_cfg, widt
     target = build_target(cfg)
     check = target.meta["hessian_check"]
     assert check["top_component"] and check["hessian_rank"] == check["expected_rank"]
-    assert target.llc_true == dln.aoyagi_lambda(widths, rank) == target.meta["llc_global"]
+    assert target.llc_true == aoyagi.aoyagi_lambda(widths, rank) == target.meta["llc_global"]
 
 
 def test_zero_map_target(make_cfg) -> None:
     target = build_target(make_cfg("model.widths=[4,6,4]", "model.true_rank=0", "data.n=2000"))
     assert np.allclose(dln.product(target.w_star), 0.0) and target.meta["rank"] == 0
     assert any(np.abs(w).max() > 0.1 for w in target.w_star)  # the layers are not all zero
-    assert target.llc_true == dln.aoyagi_lambda([4, 6, 4], 0) == 7.5
+    assert target.llc_true == aoyagi.aoyagi_lambda([4, 6, 4], 0) == 7.5
 
 
 @pytest.mark.parametrize(

@@ -24,10 +24,7 @@ run.end("FINISHED")
 def test_simultaneous_jobs_on_a_fresh_sqlite_store_all_log(tmp_path: Path) -> None:
     # Without prepare_sqlite_store, 0-1 of 6 such jobs got a run (MLflow's migrations race).
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    procs = [
-        subprocess.Popen([sys.executable, "-c", JOB, uri, str(i)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
-        for i in range(6)
-    ]
+    procs = [subprocess.Popen([sys.executable, "-c", JOB, uri, str(i)], cwd=ROOT, stderr=subprocess.PIPE, text=True) for i in range(6)]
     errors = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * 6, "\n".join(errors)
     client = MlflowClient(tracking_uri=uri)

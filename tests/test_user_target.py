@@ -31,8 +31,12 @@ def test_user_dln_reproduces_the_builtin_dln_to_the_last_bit(make_cfg) -> None:
     cfg = make_cfg(*TINY, "posterior.gram_loss=false", "sampler.num_steps=1000", "sampler.num_burnin=500")
     builtin, _, builtin_trace = estimate_target(cfg, build_target(cfg))
     user = factories.dln(widths=[4, 6, 4], true_rank=2, n=10000)
-    result = lh.estimate(user, "sgld", overrides=[o for o in TINY if not o.startswith(("model.", "data."))]
-                         + ["posterior.gram_loss=false", "sampler.num_steps=1000", "sampler.num_burnin=500"])  # fmt: skip
+    result = lh.estimate(
+        user,
+        "sgld",
+        overrides=[o for o in TINY if not o.startswith(("model.", "data."))]
+        + ["posterior.gram_loss=false", "sampler.num_steps=1000", "sampler.num_burnin=500"],
+    )
     assert result.llc_mean == builtin["llc_mean"]
     assert result.metrics["L0"] == builtin["L0"] and result.metrics["nbeta"] == builtin["nbeta"]
     np.testing.assert_array_equal(result.trace["loss"].to_numpy(), builtin_trace["loss"].to_numpy())
@@ -153,6 +157,7 @@ def test_full_data_loss_and_gradient_in_chunks_equal_one_pass(n: int, chunk: int
 
 def test_full_data_gradient_memory_does_not_scale_with_n() -> None:
     """The compiled full-data gradient's temporary buffers are bounded by the chunk, not n."""
+
     def temp_bytes(n: int) -> int:
         target = factories.linear(n=n, d_in=64)
         post = make_posterior(target, 1.0, 1.0, "float32", eval_batch_size=1024)
@@ -215,8 +220,13 @@ def test_chains_drifting_away_from_w_star_are_flagged() -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2000, 1))
     target = lh.Target.from_loss(lambda p, b: jnp.mean((b["x"][:, 0] * p[0]) ** 2), np.zeros(21), {"x": x})
-    overrides = {"sampler.num_steps": 4000, "sampler.target_mala_accept": None, "sampler.step_size": 1e-3,
-                 "sampler.batch_size": 64, "posterior.check_minimum": False}  # fmt: skip
+    overrides = {
+        "sampler.num_steps": 4000,
+        "sampler.target_mala_accept": None,
+        "sampler.step_size": 1e-3,
+        "sampler.batch_size": 64,
+        "posterior.check_minimum": False,
+    }
     free = lh.estimate(target, "sgld", overrides={**overrides, "posterior.gamma": 0.0})
     assert any(w.startswith("chains drift away from w*") and "posterior.gamma" in w for w in free.warnings), free.warnings
     held = lh.estimate(target, "sgld", overrides={**overrides, "posterior.gamma": 100.0})
@@ -231,10 +241,17 @@ def test_cli_runs_flax_equinox_torch_and_jax_models(tmp_path: Path) -> None:
     frameworks = ["jax", "flax_nnx", "flax_linen", "equinox", "torch"]
     sweep = tmp_path / "sweep"
     proc = run_cli(
-        ["--multirun", "model=user", "model.factory=tests.factories:classifier",
-         f"+model.args.framework={','.join(frameworks)}", *QUICK_CLI, f"hydra.sweep.dir={sweep}"],
-        cwd=tmp_path, timeout=600,
-    )  # fmt: skip
+        [
+            "--multirun",
+            "model=user",
+            "model.factory=tests.factories:classifier",
+            f"+model.args.framework={','.join(frameworks)}",
+            *QUICK_CLI,
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = pd.read_parquet(sweep / "llc_runs.parquet")
     assert sorted(table["status"]) == ["ok"] * 5
@@ -278,15 +295,23 @@ def test_cli_loads_every_checkpoint_format(tmp_path: Path) -> None:
     _require_torch()
     saved = _save_all_formats(tmp_path)
     by_framework: dict[str, list[str]] = {}
-    for fmt, (framework, path, _) in saved.items():
+    for framework, path, _ in saved.values():
         by_framework.setdefault(framework, []).append(str(path))
     for framework, paths in by_framework.items():
         sweep = tmp_path / f"sweep_{framework}"
         proc = run_cli(
-            ["--multirun", "model=user", "model.factory=tests.factories:classifier", f"+model.args.framework={framework}",
-             f"model.checkpoint={','.join(paths)}", *QUICK_CLI, f"hydra.sweep.dir={sweep}"],
-            cwd=tmp_path, timeout=600,
-        )  # fmt: skip
+            [
+                "--multirun",
+                "model=user",
+                "model.factory=tests.factories:classifier",
+                f"+model.args.framework={framework}",
+                f"model.checkpoint={','.join(paths)}",
+                *QUICK_CLI,
+                f"hydra.sweep.dir={sweep}",
+            ],
+            cwd=tmp_path,
+            timeout=600,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         for i, path in enumerate(paths):
             m = json.loads((sweep / str(i) / "metrics.json").read_text())
@@ -346,7 +371,9 @@ def test_class_labels_out_of_range_are_rejected() -> None:
 def test_bad_user_input_exits_2_and_writes_nothing(tmp_path: Path) -> None:
     proc = run_cli(["model=user", "model.factory=tests.factories:linear", "+model.args.rows_y=10", "mlflow.enabled=false"], cwd=tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == ["lambda_hat: error: data: leading axes differ (['x']: 2000, ['y']: 10); every array needs the same number of rows"]
+    assert proc.stderr.strip().splitlines() == [
+        "lambda_hat: error: data: leading axes differ (['x']: 2000, ['y']: 10); every array needs the same number of rows"
+    ]
     assert list(tmp_path.iterdir()) == []
 
 
@@ -399,10 +426,18 @@ def test_a_users_module_in_the_working_folder_runs_under_a_process_launcher(tmp_
     )
     sweep = tmp_path / "sweep"
     proc = run_cli(
-        ["--multirun", "hydra/launcher=local_parallel", "model=user", "model.factory=mynet:make", "+model.args.seed=0,1",
-         *QUICK_CLI, f"hydra.sweep.dir={sweep}"],
-        cwd=tmp_path, timeout=600,
-    )  # fmt: skip
+        [
+            "--multirun",
+            "hydra/launcher=local_parallel",
+            "model=user",
+            "model.factory=mynet:make",
+            "+model.args.seed=0,1",
+            *QUICK_CLI,
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = pd.read_parquet(sweep / "llc_runs.parquet")
     assert list(table["status"]) == ["ok", "ok"] and table["target_id"].nunique() == 2
@@ -460,8 +495,9 @@ def test_checkpoints_restore_held_state_and_whole_equinox_models(tmp_path: Path)
     with torch.no_grad():
         expected = torch.nn.functional.cross_entropy(net.eval()(torch.from_numpy(x)), torch.from_numpy(y).long()).item()
     del trained
-    proc_line = app.check_overrides(["model=user", "model.factory=tests.factories:torch_bn", f"model.checkpoint={tmp_path / 'bn.pt'}",
-                                     "sampler.batch_size=64", "mlflow.enabled=false"])  # fmt: skip
+    proc_line = app.check_overrides(
+        ["model=user", "model.factory=tests.factories:torch_bn", f"model.checkpoint={tmp_path / 'bn.pt'}", "sampler.batch_size=64", "mlflow.enabled=false"]
+    )
     assert proc_line is None
     from lambda_hat.app import compose_config
     from lambda_hat.targets import build_target as build
@@ -486,8 +522,7 @@ def test_checkpoints_restore_held_state_and_whole_equinox_models(tmp_path: Path)
     assert float(t.loss(params, t.data)) == pytest.approx(float(t.loss(jax.tree.map(lambda a: a / 2, t.params), t.data)), rel=1e-6)
 
     lh.save_npz(tmp_path / "nnx.npz", factories.nnx_bn().params)
-    line = app.check_overrides(["model=user", "model.factory=tests.factories:nnx_bn", f"model.checkpoint={tmp_path / 'nnx.npz'}",
-                                "mlflow.enabled=false"])  # fmt: skip
+    line = app.check_overrides(["model=user", "model.factory=tests.factories:nnx_bn", f"model.checkpoint={tmp_path / 'nnx.npz'}", "mlflow.enabled=false"])
     assert line is not None and line.startswith("model.checkpoint: tests.factories:nnx_bn returns a model with batch statistics")
 
 

@@ -84,13 +84,27 @@ def test_vi_sweep_writes_what_a_sampler_run_does(tmp_path: Path) -> None:
     and a row of llc_runs.parquet with the VI columns."""
     sweep = tmp_path / "sweep"
     args = [
-        "--multirun", "sampler=vi", "vi=mfa", "vi.components=2", "vi.rank=2",
-        "model.widths=[3,4,3]", "model.true_rank=1", "data.n=1000", "posterior.gamma=100",
-        "sampler.num_chains=2", "sampler.num_steps=60", "sampler.batch_size=50", "sampler.num_samples=1",
-        "sampler.num_draws=32", "sampler.whitening_batches=4", "cpu_devices=1", "progress=false",
+        "--multirun",
+        "sampler=vi",
+        "vi=mfa",
+        "vi.components=2",
+        "vi.rank=2",
+        "model.widths=[3,4,3]",
+        "model.true_rank=1",
+        "data.n=1000",
+        "posterior.gamma=100",
+        "sampler.num_chains=2",
+        "sampler.num_steps=60",
+        "sampler.batch_size=50",
+        "sampler.num_samples=1",
+        "sampler.num_draws=32",
+        "sampler.whitening_batches=4",
+        "cpu_devices=1",
+        "progress=false",
         "plots=true",  # off by default inside a multirun
-        f"hydra.sweep.dir={sweep}", f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
-    ]  # fmt: skip
+        f"hydra.sweep.dir={sweep}",
+        f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+    ]
     proc = run_cli(args, tmp_path, timeout=900)  # a hang guard: ~15 s of CPU (JAX start, two compilations)
     assert proc.returncode == 0, proc.stderr[-3000:]
     job = sweep / "0"

@@ -33,9 +33,17 @@ FLOWS = [pytest.param("affine", marks=pytest.mark.slow), pytest.param("maf", mar
 
 def flow_cfg(**over):
     base = dict(
-        flow="rqs", latent_dim=3, layers=2, nn_width=4, nn_depth=1, knots=4, interval=3.0,
-        subspace="random", learn_subspace=True, init_scale=0.7,
-    )  # fmt: skip
+        flow="rqs",
+        latent_dim=3,
+        layers=2,
+        nn_width=4,
+        nn_depth=1,
+        knots=4,
+        interval=3.0,
+        subspace="random",
+        learn_subspace=True,
+        init_scale=0.7,
+    )
     return OmegaConf.create({**base, **over})
 
 
@@ -119,8 +127,7 @@ def test_log_q_against_independent_computations(kind, rqs_family):
             eps = jax.random.normal(key, (8, d))
             x_eps = jax.vmap(q.bijection.transform)(eps)
             log_q = jax.vmap(fam.log_q, (None, 0))
-            return (log_q(params, x), jax.vmap(assembled)(x), log_q_drawn,
-                    log_q(params, x_eps), jax.vmap(change_of_variables)(eps))  # fmt: skip
+            return (log_q(params, x), jax.vmap(assembled)(x), log_q_drawn, log_q(params, x_eps), jax.vmap(change_of_variables)(eps))
 
         got, expected, drawn, got_eps, expected_eps = check(jax.random.key(3))
         np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10)
@@ -180,10 +187,7 @@ def test_missing_extra_is_one_error_naming_the_extra(monkeypatch):
     monkeypatch.delitem(sys.modules, "lambda_hat.vi.flow")
     with pytest.raises(MissingExtraError, match=re.escape(MISSING)):
         importlib.import_module("lambda_hat.vi.flow")
-    code = (
-        "import sys; sys.modules['flowjax'] = None; from lambda_hat.app import main; "
-        "sys.argv = ['lambda_hat', 'sampler=vi', 'vi=flow']; main()"
-    )
+    code = "import sys; sys.modules['flowjax'] = None; from lambda_hat.app import main; sys.argv = ['lambda_hat', 'sampler=vi', 'vi=flow']; main()"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"lambda_hat: error: {MISSING}"]
@@ -195,12 +199,28 @@ def test_cli_fits_a_flow_on_a_tiny_dln(tmp_path: Path) -> None:
     """`python -m lambda_hat sampler=vi vi=flow vi.flow=rqs vi.latent_dim=8` on a tiny DLN (d = 24):
     the run finishes with an estimate, the flow's diagnostics traced per step, the ELBO rising."""
     args = [
-        "sampler=vi", "vi=flow", "vi.flow=rqs", "vi.latent_dim=8", "vi.layers=2", "vi.nn_width=8",
-        "model.widths=[3,4,3]", "model.true_rank=1", "data.n=1000", "posterior.gamma=100",
-        "sampler.num_chains=2", "sampler.num_steps=60", "sampler.batch_size=50", "sampler.num_samples=2",
-        "sampler.num_draws=32", "sampler.whitening_batches=4", "cpu_devices=1", "progress=false",
-        "plots=false", "mlflow.enabled=false", f"hydra.run.dir={tmp_path / 'run'}",
-    ]  # fmt: skip
+        "sampler=vi",
+        "vi=flow",
+        "vi.flow=rqs",
+        "vi.latent_dim=8",
+        "vi.layers=2",
+        "vi.nn_width=8",
+        "model.widths=[3,4,3]",
+        "model.true_rank=1",
+        "data.n=1000",
+        "posterior.gamma=100",
+        "sampler.num_chains=2",
+        "sampler.num_steps=60",
+        "sampler.batch_size=50",
+        "sampler.num_samples=2",
+        "sampler.num_draws=32",
+        "sampler.whitening_batches=4",
+        "cpu_devices=1",
+        "progress=false",
+        "plots=false",
+        "mlflow.enabled=false",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
     proc = run_cli(args, tmp_path, timeout=900)  # minutes on a loaded 2-core machine
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())

@@ -18,10 +18,16 @@ from lambda_hat.vi import mfa
 def _family(d: int, parameterization: str, components: int = 3, rank: int = 2, ranks=None, alpha: float = 1.0):
     cfg = OmegaConf.create(
         dict(
-            name="mfa", parameterization=parameterization, components=components, rank=rank, ranks=ranks,
-            dirichlet_concentration=alpha, init_scale=0.7, init_spread=0.5,
+            name="mfa",
+            parameterization=parameterization,
+            components=components,
+            rank=rank,
+            ranks=ranks,
+            dirichlet_concentration=alpha,
+            init_scale=0.7,
+            init_spread=0.5,
         )
-    )  # fmt: skip
+    )
     return mfa.build(cfg, d)
 
 
@@ -55,8 +61,7 @@ def test_log_q_matches_a_dense_mixture_density(parameterization: str) -> None:
     got = jax.jit(jax.vmap(family.log_q, in_axes=(None, 0)))(params, jnp.asarray(zs, jnp.float32))
     for z, value in zip(zs, np.asarray(got)):
         dense = sum(
-            pi[m] * multivariate_normal(np.asarray(params["mu"][m], np.float64), _dense_cov(params, m, parameterization, mask)).pdf(z)
-            for m in range(3)
+            pi[m] * multivariate_normal(np.asarray(params["mu"][m], np.float64), _dense_cov(params, m, parameterization, mask)).pdf(z) for m in range(3)
         )
         assert float(value) == pytest.approx(math.log(dense), rel=1e-4, abs=1e-4)
 
@@ -133,9 +138,7 @@ def test_mixture_weight_gradient_is_unbiased_against_quadrature() -> None:
         return jnp.trapezoid(jnp.exp(lq) * (lp - lq), grid)
 
     want = np.asarray(jax.jit(jax.grad(exact))(params)["logits"])
-    grads = jax.jit(jax.vmap(lambda k: jax.grad(lambda p: family.surrogate(p, k, logp, 16)[0])(params)["logits"]))(
-        jax.random.split(jax.random.key(5), 1000)
-    )
+    grads = jax.jit(jax.vmap(lambda k: jax.grad(lambda p: family.surrogate(p, k, logp, 16)[0])(params)["logits"]))(jax.random.split(jax.random.key(5), 1000))
     g = -np.asarray(grads, np.float64)
     mean, se = g.mean(0), g.std(0) / math.sqrt(g.shape[0])
     assert np.all(np.abs(mean - want) < 5 * se), (mean, want, se)
@@ -163,6 +166,7 @@ def test_dirichlet_prior_pulls_weights_together() -> None:
 
 def test_pareto_khat_flags_a_too_narrow_q() -> None:
     rng = np.random.default_rng(0)
+
     # q = N(0, σ²), p = N(0, 1): log p − log q at draws of q
     def ratios(sigma, n=4000):
         z = sigma * rng.normal(size=n)

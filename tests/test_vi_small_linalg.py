@@ -57,12 +57,25 @@ def test_rank_64_mfa_with_several_fits_finishes(tmp_path: Path) -> None:
     """With jnp.linalg.cholesky this fit hung for good on 2 cores (vi.rank=64, 4 fits vmapped):
     jaxlib's batched LAPACK kernels waited on the XLA thread pool from inside it."""
     args = [
-        "sampler=vi", "vi=mfa", "vi.components=2", "vi.rank=64", "vi.parameterization=precision",
-        "model.widths=[5,8,6,4]", "model.true_rank=3", "data.n=1000",
-        "sampler.num_chains=4", "sampler.num_steps=40", "sampler.batch_size=100", "sampler.num_samples=2",
-        "sampler.num_draws=16", "sampler.whitening_batches=2", "progress=false", "plots=false",
-        "mlflow.enabled=false", f"hydra.run.dir={tmp_path / 'run'}",
-    ]  # fmt: skip
+        "sampler=vi",
+        "vi=mfa",
+        "vi.components=2",
+        "vi.rank=64",
+        "vi.parameterization=precision",
+        "model.widths=[5,8,6,4]",
+        "model.true_rank=3",
+        "data.n=1000",
+        "sampler.num_chains=4",
+        "sampler.num_steps=40",
+        "sampler.batch_size=100",
+        "sampler.num_samples=2",
+        "sampler.num_draws=16",
+        "sampler.whitening_batches=2",
+        "progress=false",
+        "plots=false",
+        "mlflow.enabled=false",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
     proc = run_cli(args, tmp_path, timeout=240)  # ~20 s; the old code never returned
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "run" / "metrics.json").is_file()

@@ -111,7 +111,14 @@ def build(
     if len(ref_rows) and ref_rows["reference"].notna().any():
         title = f"budget {top_budget}" if top_budget else ""
         written["llc_vs_reference.png"] = figures.save(figures.llc_vs_reference(ref_rows, style, title), out / "llc_vs_reference.png")
-        sections.append(page.Section("λ̂ against the reference λ", "Mean over runs ± standard error" + (f", budget level {top_budget}." if top_budget else "."), None, written["llc_vs_reference.png"]))
+        sections.append(
+            page.Section(
+                "λ̂ against the reference λ",
+                "Mean over runs ± standard error" + (f", budget level {top_budget}." if top_budget else "."),
+                None,
+                written["llc_vs_reference.png"],
+            )
+        )
     if df["abs_rel_error"].notna().any():
         written["error_vs_work.png"] = figures.save(figures.error_vs_work(df, style), out / "error_vs_work.png")
         sections.append(page.Section("Accuracy against cost", "", None, written["error_vs_work.png"]))
@@ -123,29 +130,50 @@ def build(
             written["running_llc.png"] = figures.save(
                 figures.running_llc(curves, float(ref.iloc[0]) if len(ref) else math.nan, chosen, style), out / "running_llc.png"
             )
-            sections.append(page.Section(f"Running λ̂ on {chosen}", "One run per estimator (lowest seed" + (f", budget {top_budget}" if top_budget else "") + "); chains pooled, burn-in excluded.", None, written["running_llc.png"]))
+            sections.append(
+                page.Section(
+                    f"Running λ̂ on {chosen}",
+                    "One run per estimator (lowest seed" + (f", budget {top_budget}" if top_budget else "") + "); chains pooled, burn-in excluded.",
+                    None,
+                    written["running_llc.png"],
+                )
+            )
     over_training = checkpoints.curve(table)
     if over_training is not None:
         for model, rows in over_training.groupby(over_training["model"] if "model" in over_training else 0):
             name = f"llc_over_training_{model}.png" if over_training["model"].nunique() > 1 else "llc_over_training.png"
             written[name] = figures.save(figures.llc_over_training(rows, f"λ̂ over training: {model}"), out / name)
-            sections.append(page.Section(
-                f"λ̂ over training: {model}",
-                "One run per checkpoint with the same sampler setting; λ̂ ± 1.96 standard errors against the "
-                "checkpoint's training step, and the losses it recorded.",
-                None, written[name],
-            ))  # fmt: skip
+            sections.append(
+                page.Section(
+                    f"λ̂ over training: {model}",
+                    "One run per checkpoint with the same sampler setting; λ̂ ± 1.96 standard errors against the "
+                    "checkpoint's training step, and the losses it recorded.",
+                    None,
+                    written[name],
+                )
+            )
     calibrated = calibration.write_report(out, table)
     if calibrated is not None:
         written.update(calibrated.paths)
-        sections.append(page.Section(
-            "Calibration", f"{calibrated.summary_line()}. Verdicts and rules: calibration.md.", calibration.display(calibrated.verdicts),
-            calibrated.paths["calibration.png"],
-        ))  # fmt: skip
+        sections.append(
+            page.Section(
+                "Calibration",
+                f"{calibrated.summary_line()}. Verdicts and rules: calibration.md.",
+                calibration.display(calibrated.verdicts),
+                calibrated.paths["calibration.png"],
+            )
+        )
     front = optuna_front(sweep_dirs or [])
     if front is not None:
         written["pareto_front.png"] = figures.save(figures.pareto_front(*front), out / "pareto_front.png")
-        sections.append(page.Section("Optuna: Pareto front", "Error against work of every completed trial; the front from optimization_results.yaml.", None, written["pareto_front.png"]))
+        sections.append(
+            page.Section(
+                "Optuna: Pareto front",
+                "Error against work of every completed trial; the front from optimization_results.yaml.",
+                None,
+                written["pareto_front.png"],
+            )
+        )
     sections.append(page.Section("Summary per estimator and target", "", page.summary_display(summary)))
 
     summary.to_csv(out / "summary.csv", index=False)

@@ -83,9 +83,16 @@ def llc_vs_reference(summary: pd.DataFrame, style: dict[str, dict[str, object]],
             shift = 1 + 0.02 * (i - (len(ests) - 1) / 2)
             x = g["reference"].to_numpy(float) * shift
             ax.errorbar(
-                x, g["llc_mean"], yerr=g["llc_se"].fillna(0), ls="none", capsize=1.5, elinewidth=0.8,
-                label=est, **style[est], markersize=3.5,
-            )  # fmt: skip
+                x,
+                g["llc_mean"],
+                yerr=g["llc_se"].fillna(0),
+                ls="none",
+                capsize=1.5,
+                elinewidth=0.8,
+                label=est,
+                **style[est],
+                markersize=3.5,
+            )
         lo = 0.8 * float(np.nanmin(np.concatenate([refs, d["llc_mean"].to_numpy(float)]))) if len(d) else 0.1
         hi = 1.2 * float(np.nanmax(np.concatenate([refs, d["llc_mean"].to_numpy(float)]))) if len(d) else 1.0
         lo = max(lo, 1e-3) if log else min(lo, 0.0)
@@ -124,7 +131,9 @@ def error_vs_work(df: pd.DataFrame, style: dict[str, dict[str, object]]) -> Figu
     d["err"] = d["abs_rel_error"].clip(lower=FLOOR) * 100
     with plt.rc_context(RC):
         fig, axes = plt.subplots(1, 2, figsize=(PAGE_IN, 2.9), sharey=True)
-        for ax, (col, label) in zip(axes, [("fge_per_chain", "work per chain (full-gradient equivalents)"), ("seconds", "estimator time per run (s, warm-up + sampling)")]):
+        for ax, (col, label) in zip(
+            axes, [("fge_per_chain", "work per chain (full-gradient equivalents)"), ("seconds", "estimator time per run (s, warm-up + sampling)")]
+        ):
             medians = []
             for est in sorted(d["estimator"].unique()):
                 g = d[(d["estimator"] == est) & (d[col] > 0)]
@@ -193,9 +202,15 @@ def leaderboard(board: pd.DataFrame, style: dict[str, dict[str, object]], level:
             finite = np.isfinite(y)
             yerr = np.nan_to_num(np.vstack([lo, hi]), nan=0.0, posinf=0.0)[:, finite]
             ax.errorbar(
-                g["fge_per_chain"].to_numpy(float)[finite], y[finite], yerr=yerr, label=est, capsize=1.5,
-                elinewidth=0.7, **style[est], markersize=3.5,
-            )  # fmt: skip
+                g["fge_per_chain"].to_numpy(float)[finite],
+                y[finite],
+                yerr=yerr,
+                label=est,
+                capsize=1.5,
+                elinewidth=0.7,
+                **style[est],
+                markersize=3.5,
+            )
             pts.append(np.column_stack([g["fge_per_chain"].to_numpy(float), y]))
         front = _frontier(np.concatenate(pts)) if pts else np.empty((0, 2))
         if len(front):
@@ -279,7 +294,7 @@ def calibration(verdicts: pd.DataFrame, recommended: dict | None, traces: dict[f
     with plt.rc_context(RC):
         fig, axes = plt.subplots(1, 3, figsize=(PAGE_IN * 1.3, 2.8))
         groups = list(verdicts.groupby(["beta0", "gamma"], sort=True))
-        for i, ((beta0, gamma), g) in enumerate(groups):
+        for i, ((_, gamma), g) in enumerate(groups):
             colour = plt.get_cmap("tab10")(i % 10)
             label = f"nβ {g['nbeta'].iloc[0]:,.4g}" + (f", γ {gamma:g}" if verdicts["gamma"].nunique() > 1 else "")
             ok = g["verdict"] == "healthy"
@@ -288,10 +303,14 @@ def calibration(verdicts: pd.DataFrame, recommended: dict | None, traces: dict[f
                 ax.plot(g.loc[g["flat"], "step_size"], g.loc[g["flat"], col], color=colour, lw=2.5, alpha=0.5)
                 ax.scatter(g.loc[ok, "step_size"], g.loc[ok, col], color=colour, s=14, zorder=3)
                 ax.scatter(g.loc[~ok, "step_size"], g.loc[~ok, col], facecolors="none", edgecolors=colour, s=14, zorder=3)
-            axes[0].errorbar(g["step_size"], g["llc_mean"], yerr=1.96 * np.nan_to_num(g["llc_sem"].to_numpy(float)), fmt="none", ecolor=colour, capsize=1.5, lw=0.6)
+            axes[0].errorbar(
+                g["step_size"], g["llc_mean"], yerr=1.96 * np.nan_to_num(g["llc_sem"].to_numpy(float)), fmt="none", ecolor=colour, capsize=1.5, lw=0.6
+            )
         if recommended is not None:
             for ax, col in ((axes[0], "llc_mean"), (axes[1], "mala_accept")):
-                ax.scatter([recommended["step_size"]], [recommended[col]], marker="*", s=90, color="k", zorder=4, label="recommended" if ax is axes[0] else None)
+                ax.scatter(
+                    [recommended["step_size"]], [recommended[col]], marker="*", s=90, color="k", zorder=4, label="recommended" if ax is axes[0] else None
+                )
         finite = verdicts["llc_mean"].to_numpy(float)
         finite = finite[np.isfinite(finite)]
         if len(finite) and finite.min() > 0 and finite.max() / finite.min() > 30:

@@ -109,10 +109,12 @@ th{background:#f6f6f6} img{max-width:100%;height:auto} p.note{color:#555;font-si
 def write_html(path: Path, title: str, intro: str, sections: list[Section]) -> Path:
     """index.html: one file, figures inline (data: URIs), so it can be mailed or attached as is."""
     parts = [
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>", f'<p class="note">{html.escape(intro)}</p>',
-    ]  # fmt: skip
+        f"<h1>{html.escape(title)}</h1>",
+        f'<p class="note">{html.escape(intro)}</p>',
+    ]
     for s in sections:
         parts.append(f"<h2>{html.escape(s.title)}</h2>")
         if s.text:

@@ -67,7 +67,7 @@ def _num(df: pd.DataFrame, col: str) -> pd.Series:
 
 
 def target_label(row: pd.Series) -> str:
-    """"DLN [5,8,6,4] r3" / "DLN [10,20,20,10]" (full rank) / the model name for other targets."""
+    """ "DLN [5,8,6,4] r3" / "DLN [10,20,20,10]" (full rank) / the model name for other targets."""
     model = str(row.get("model") or row.get("cfg.model.name") or "target")
     widths = aggregate.widths_of(row.get("cfg.model.widths"))
     if model == "dln" and widths:

@@ -124,13 +124,27 @@ def _place(mesh: Mesh | None, tree, spec: P):
 def _log_progress(label: str, what: str, done: int, total: int, elapsed: float) -> None:
     log.info(
         "[%s] %s %d/%d (%d%%), %.1fs elapsed, ~%.1fs left",
-        label, what, done, total, 100 * done // total, elapsed, elapsed * (total / done - 1),
-    )  # fmt: skip
+        label,
+        what,
+        done,
+        total,
+        100 * done // total,
+        elapsed,
+        elapsed * (total / done - 1),
+    )
 
 
 def _run_stepwise_warmup(
-    warmup: StepwiseWarmup, mesh: Mesh | None, keys, states, posterior, *, label: str, progress: bool,
-    max_chunks: int, before_timed: Callable[[], None],
+    warmup: StepwiseWarmup,
+    mesh: Mesh | None,
+    keys,
+    states,
+    posterior,
+    *,
+    label: str,
+    progress: bool,
+    max_chunks: int,
+    before_timed: Callable[[], None],
 ):
     """Adaptation in a few chunks of one compiled loop: progress in steps, nothing kept per step."""
     chains, replicated = P(CHAIN_AXIS), P()
@@ -153,9 +167,13 @@ def _run_stepwise_warmup(
         return carry, t, fge
 
     init_fn, _ = _compiled(
-        ("warmup_init", warmup), lambda: jax.jit(_over_chains(init_all, mesh, (chains, chains, replicated), chains)),
-        keys, states, posterior, mesh=mesh,
-    )  # fmt: skip
+        ("warmup_init", warmup),
+        lambda: jax.jit(_over_chains(init_all, mesh, (chains, chains, replicated), chains)),
+        keys,
+        states,
+        posterior,
+        mesh=mesh,
+    )
     carry = init_fn(keys, states, posterior)
     t = _place(mesh, jnp.zeros((), jnp.int32), replicated)
     num = _place(mesh, jnp.zeros((), jnp.int32), replicated)
@@ -179,8 +197,10 @@ def _run_stepwise_warmup(
     final_fn, _ = _compiled(
         ("warmup_final", warmup),
         lambda: jax.jit(_over_chains(jax.vmap(warmup.final, in_axes=(0, None)), mesh, (chains, replicated), chains)),
-        carry, posterior, mesh=mesh,
-    )  # fmt: skip
+        carry,
+        posterior,
+        mesh=mesh,
+    )
     result = final_fn(carry, posterior)
     fge_total += float(np.sum(np.asarray(result.fge, np.float64)))
     return result, fge_total, time.perf_counter() - start, compile_time
@@ -218,9 +238,7 @@ def run_chains(
     chains, replicated = P(CHAIN_AXIS), P()
     init_key, warm_key, run_key = jax.random.split(key, 3)
     chain_keys = _place(mesh, jax.random.split(run_key, num_chains), chains)
-    states = jax.vmap(kernel.init, in_axes=(0, None, None))(
-        jax.random.split(init_key, num_chains), posterior.w_star, posterior
-    )
+    states = jax.vmap(kernel.init, in_axes=(0, None, None))(jax.random.split(init_key, num_chains), posterior.w_star, posterior)
     states = _place(mesh, states, chains)
     posterior = _place(mesh, posterior, replicated)
 
@@ -235,9 +253,16 @@ def run_chains(
             if progress:
                 log.info("[%s] warm-up/adaptation of %d chains, %d steps each ...", label, num_chains, num_warmup_steps)
             warm, fge_warmup, warmup_time, warmup_compile = _run_stepwise_warmup(
-                kernel.warmup, mesh, warm_keys, states, posterior,
-                label=label, progress=progress, max_chunks=max_chunks, before_timed=before_timed,
-            )  # fmt: skip
+                kernel.warmup,
+                mesh,
+                warm_keys,
+                states,
+                posterior,
+                label=label,
+                progress=progress,
+                max_chunks=max_chunks,
+                before_timed=before_timed,
+            )
         else:
             if progress:
                 log.info("[%s] warm-up/adaptation of %d chains (one compiled call) ...", label, num_chains)
@@ -272,7 +297,9 @@ def run_chains(
             # NaN-aware running sums: a diagnostic may be evaluated only on some steps (NaN otherwise)
             extras_sum = jax.tree.map(
                 lambda acc, x: (acc[0] + jnp.nan_to_num(x.astype(acc[0].dtype)), acc[1] + ~jnp.isnan(x)),
-                extras_sum, info.extras, is_leaf=lambda a: isinstance(a, tuple),
+                extras_sum,
+                info.extras,
+                is_leaf=lambda a: isinstance(a, tuple),
             )
             return (states, t + 1, fge, extras_sum), info.loss
 
@@ -281,12 +308,11 @@ def run_chains(
             extras0 = jax.tree.map(lambda _: (zeros, jnp.zeros(local_chains, jnp.int32)), extras_shape)
             # Work is summed per draw here and over draws on the host in float64 (a float32 running
             # total of 1e6 minibatch fractions would drift).
-            (states, t, fge, extras_sum), losses = jax.lax.scan(
-                one_step, (states, t, zeros, extras0), None, length=thinning
-            )
+            (states, t, fge, extras_sum), losses = jax.lax.scan(one_step, (states, t, zeros, extras0), None, length=thinning)
             extras_mean = jax.tree.map(
                 lambda acc: jnp.where(acc[1] > 0, acc[0] / jnp.maximum(acc[1], 1), jnp.nan),
-                extras_sum, is_leaf=lambda a: isinstance(a, tuple),
+                extras_sum,
+                is_leaf=lambda a: isinstance(a, tuple),
             )
             # |w - w*| at the draw, for the drift check (lambda_hat.health): O(d) per draw
             extras_mean["distance"] = jnp.sqrt(jnp.sum((states.position - posterior.w_star) ** 2, axis=-1)).astype(posterior.dtype)
@@ -309,15 +335,11 @@ def run_chains(
     t = jnp.zeros((), jnp.int32)
     per_draw = P(None, CHAIN_AXIS)  # (draws, chains) outputs
     chunk_fn = lambda: jax.jit(  # noqa: E731
-        _over_chains(
-            run_chunk, mesh, (chains, replicated, replicated, chains, chains), (chains, replicated, per_draw, per_draw, per_draw)
-        ),
+        _over_chains(run_chunk, mesh, (chains, replicated, replicated, chains, chains), (chains, replicated, per_draw, per_draw, per_draw)),
         donate_argnums=(0,),
     )
     t = _place(mesh, t, replicated)
-    compiled, compile_time = _compiled(
-        ("sample", kernel, thinning, draws_per_chunk), chunk_fn, states, t, posterior, params, chain_keys, mesh=mesh
-    )
+    compiled, compile_time = _compiled(("sample", kernel, thinning, draws_per_chunk), chunk_fn, states, t, posterior, params, chain_keys, mesh=mesh)
 
     if not timed_started:
         before_timed()

@@ -35,9 +35,7 @@ def build(cfg: Any, n: int) -> Kernel:
     def transition(key, state, post: Posterior, step_size, inverse_mass_matrix, n_leapfrog=None):
         """One transition: (state, info, gradients spent)."""
         if is_nuts:
-            state, info = raw_kernel(
-                key, state, post.logdensity, step_size, inverse_mass_matrix, max_num_doublings=int(cfg.max_tree_depth)
-            )
+            state, info = raw_kernel(key, state, post.logdensity, step_size, inverse_mass_matrix, max_num_doublings=int(cfg.max_tree_depth))
             return state, info, info.num_integration_steps
         n_leapfrog = num_steps_fixed if n_leapfrog is None else n_leapfrog
         state, info = raw_kernel(key, state, post.logdensity, step_size, inverse_mass_matrix, n_leapfrog)
@@ -80,9 +78,7 @@ def build(cfg: Any, n: int) -> Kernel:
 
     def step(key, state, params, post: Posterior, t):
         del t
-        state, info, n_grad = transition(
-            key, state, post, params["step_size"], params["inverse_mass_matrix"], None if is_nuts else params["n"]
-        )
+        state, info, n_grad = transition(key, state, post, params["step_size"], params["inverse_mass_matrix"], None if is_nuts else params["n"])
         extras = {}
         if is_nuts:
             extras = {

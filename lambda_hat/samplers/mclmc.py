@@ -43,9 +43,7 @@ def _warmup_result(state: Any, params: Any, num_tuning_steps: Any, grads_per_ste
 def build(cfg: Any, n: int) -> Kernel:
     del n
     integrator, grads_per_step = INTEGRATORS[cfg.integrator]
-    raw_kernel = blackjax.mcmc.mclmc.build_kernel(
-        integrator=integrator, desired_energy_var=float(cfg.desired_energy_var)
-    )
+    raw_kernel = blackjax.mcmc.mclmc.build_kernel(integrator=integrator, desired_energy_var=float(cfg.desired_energy_var))
 
     def init(key: jax.Array, w0: jax.Array, post: Posterior):
         return blackjax.mcmc.mclmc.init(position=w0, logdensity_fn=post.logdensity, rng_key=key)
@@ -70,9 +68,7 @@ def build(cfg: Any, n: int) -> Kernel:
 
     def step(key, state, params, post: Posterior, t):
         del t
-        state, info = raw_kernel(
-            key, state, post.logdensity, params["inverse_mass_matrix"], params["L"], params["step_size"]
-        )
+        state, info = raw_kernel(key, state, post.logdensity, params["inverse_mass_matrix"], params["L"], params["step_size"])
         dtype = state.position.dtype
         loss = -(info.logdensity + post.localization(state.position)) / post.nbeta
         extras = {

@@ -66,8 +66,14 @@ def _potential(post: Posterior, w: jax.Array, idx: jax.Array) -> tuple[jax.Array
 
 
 def mala_acceptance(
-    post: Posterior, idx: jax.Array, w: jax.Array, w_new: jax.Array, grad_u: jax.Array, u: jax.Array,
-    eps: float, precond: jax.Array,
+    post: Posterior,
+    idx: jax.Array,
+    w: jax.Array,
+    w_new: jax.Array,
+    grad_u: jax.Array,
+    u: jax.Array,
+    eps: float,
+    precond: jax.Array,
 ) -> jax.Array:
     """MALA acceptance probability of the move w -> w_new under N(w - ε/2 G∇U(w), εG)."""
     (u_new, _), grad_u_new = jax.value_and_grad(_potential, argnums=1, has_aux=True)(post, w_new, idx)
@@ -138,9 +144,7 @@ def build(cfg: Any, n: int) -> Kernel:
         new_state, loss, accept_prob, _, _ = propose(key, state, post, eps)
         extras = {}
         if mala_every > 0:
-            extras["mala_accept"] = jax.lax.cond(
-                t % mala_every == 0, accept_prob, lambda: jnp.full((), jnp.nan, new_state.position.dtype)
-            )
+            extras["mala_accept"] = jax.lax.cond(t % mala_every == 0, accept_prob, lambda: jnp.full((), jnp.nan, new_state.position.dtype))
         return new_state, StepInfo(loss, jnp.asarray(fge, new_state.position.dtype), extras)
 
     def bias_terms(key, post, w, grad_u, precond):
@@ -204,9 +208,7 @@ def build(cfg: Any, n: int) -> Kernel:
             # Skip the first 10% (the chain leaving w*, where U's traces and λ̂ are all ~0).
             estimate = (t % BIAS_EVERY == 0) & (t >= num_tune // 10) & (max_bias is not None)
             zero = jnp.zeros((), dtype)
-            traces = jax.lax.cond(
-                estimate, lambda: bias_terms(k_bias, post, state.position, grad_u, precond), lambda: (zero, zero)
-            )
+            traces = jax.lax.cond(estimate, lambda: bias_terms(k_bias, post, state.position, grad_u, precond), lambda: (zero, zero))
             term = (post.llc_of_loss(loss), traces[0] + traces[1])
             use = estimate & finite & jnp.isfinite(term[0]) & jnp.isfinite(term[1])
             sums = jax.tree.map(lambda total, x: total + jnp.where(use, x, 0.0), sums, term)

@@ -18,10 +18,7 @@ import pandas as pd
 
 from lambda_hat.sweeps.aggregate import widths_of
 
-HEAD = (
-    "| class | nets | d range | median | mean | p90 | max | ≤5% | ≤10% | median signed | diverged |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|"
-)
+HEAD = "| class | nets | d range | median | mean | p90 | max | ≤5% | ≤10% | median signed | diverged |\n|---|---|---|---|---|---|---|---|---|---|---|"
 LABELS = {"1k": "~1k params", "10k": "~10k params"}
 
 
@@ -65,13 +62,15 @@ def accuracy_frame(df: pd.DataFrame, by: str | None = None) -> pd.DataFrame:
         rel = row.get("llc_rel_error")
         ok = row.get("status") in ("ok", "some_chains_diverged") and rel is not None and not pd.isna(rel)
         size_class = row.get("cfg.model.size_class")
-        rows.append({
-            "size_class": "all" if size_class is None or pd.isna(size_class) else str(size_class),
-            "d": row.get("d"),
-            "full_rank": _full_rank(row),
-            "rel_error": float(rel) if ok else math.nan,
-            "group": None if by is None else row.get(by),
-        })  # fmt: skip
+        rows.append(
+            {
+                "size_class": "all" if size_class is None or pd.isna(size_class) else str(size_class),
+                "d": row.get("d"),
+                "full_rank": _full_rank(row),
+                "rel_error": float(rel) if ok else math.nan,
+                "group": None if by is None else row.get(by),
+            }
+        )
     return pd.DataFrame(rows, columns=["size_class", "d", "full_rank", "rel_error", "group"])
 
 

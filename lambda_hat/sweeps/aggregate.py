@@ -50,9 +50,14 @@ MAIN_COLUMNS = ("job_num", "overrides", "sampler", *MAIN_METRICS, "status")
 SKIPPED_METRICS = frozenset({"timing_notes"})  # documentation, identical in every job
 LEAD = ("job_num", "status", "error", "overrides", "sampler", "model")
 TAIL = (
-    "overrides_json", "override_dirname", "output_dir", "sweep_dir",
-    "mlflow_run_id", "mlflow_tracking_uri", "mlflow_status",
-)  # fmt: skip
+    "overrides_json",
+    "override_dirname",
+    "output_dir",
+    "sweep_dir",
+    "mlflow_run_id",
+    "mlflow_tracking_uri",
+    "mlflow_status",
+)
 _RESERVED = frozenset({*LEAD, *TAIL}) - {"sampler", "model"}
 _SKIP_DIRS = frozenset({"mlruns", "__pycache__", "node_modules"})
 
@@ -288,7 +293,7 @@ def summarize(df: pd.DataFrame) -> dict[str, int]:
 
 
 def summary_line(df: pd.DataFrame, path: Path | str | None = None) -> str:
-    """"4 jobs: 2 ok, 1 failed, 1 killed -> /abs/llc_runs.parquet" (other statuses listed too)."""
+    """ "4 jobs: 2 ok, 1 failed, 1 killed -> /abs/llc_runs.parquet" (other statuses listed too)."""
     s = summarize(df)
     parts = [f"{s['ok']} ok"] + [f"{v} {k}" for k, v in s.items() if k not in ("jobs", "ok", "failed", "killed") and v]
     parts += [f"{s['failed']} failed", f"{s['killed']} killed"]

@@ -53,11 +53,16 @@ HEALTHY = "healthy"
 
 
 def is_calibration(table: pd.DataFrame) -> bool:
-    """A sweep of fixed-step SG-MCMC jobs over more than one step size."""
+    """A grid of fixed-step SG-MCMC jobs: more than one step size at some (nβ, γ)."""
     if STEP not in table or "cfg.sampler.target_mala_accept" not in table:
         return False
-    fixed = table["cfg.sampler.target_mala_accept"].isna()
-    return bool(fixed.any() and table.loc[fixed, STEP].nunique() > 1)
+    fixed = table[table["cfg.sampler.target_mala_accept"].isna()]
+    if not len(fixed):
+        return False
+    # a grid: some (nβ, γ) was run at several steps (an Optuna search draws γ afresh per trial)
+    keys = [k for k in (BETA0, GAMMA) if k in fixed]
+    steps = fixed.groupby(keys, dropna=False)[STEP].nunique() if keys else fixed[STEP].nunique()
+    return bool(np.max(steps) > 1)
 
 
 def _f(row: pd.Series, key: str) -> float:
@@ -113,13 +118,25 @@ def verdicts(table: pd.DataFrame, *, traces: bool = True) -> pd.DataFrame:
     for _, row in table.iterrows():
         trace = _trace(row) if traces and str(row.get("status")) in ("ok", "some_chains_diverged") else None
         v, why = verdict(row, trace)
-        rows.append({
-            "step_size": _f(row, STEP), "beta0": _f(row, BETA0), "nbeta": _f(row, "nbeta"), "gamma": _f(row, GAMMA),
-            "llc_mean": _f(row, "llc_mean"), "llc_sem": _f(row, "llc_sem"), "mala_accept": _f(row, "mala_accept"),
-            "r_hat": _f(row, "r_hat"), "ess_bulk": _f(row, "ess_bulk"), "n_fge": _f(row, "n_fge"),
-            "verdict": v, "why": why, "job_num": row.get("job_num"), "output_dir": row.get("output_dir"),
-            "overrides": row.get("overrides"),
-        })  # fmt: skip
+        rows.append(
+            {
+                "step_size": _f(row, STEP),
+                "beta0": _f(row, BETA0),
+                "nbeta": _f(row, "nbeta"),
+                "gamma": _f(row, GAMMA),
+                "llc_mean": _f(row, "llc_mean"),
+                "llc_sem": _f(row, "llc_sem"),
+                "mala_accept": _f(row, "mala_accept"),
+                "r_hat": _f(row, "r_hat"),
+                "ess_bulk": _f(row, "ess_bulk"),
+                "n_fge": _f(row, "n_fge"),
+                "verdict": v,
+                "why": why,
+                "job_num": row.get("job_num"),
+                "output_dir": row.get("output_dir"),
+                "overrides": row.get("overrides"),
+            }
+        )
     out = pd.DataFrame(rows)
     if not len(out):
         return out
@@ -175,10 +192,7 @@ def recommend(table: pd.DataFrame) -> dict[str, Any] | None:
             f"the only healthy setting in a flat region of one step (nβ = {pick['nbeta']:.4g}, γ {gamma:g}); "
             "refine the grid around it (e.g. steps ×/÷ 2) to see whether λ̂ is flat there"
         )
-    overrides = (
-        f"sampler.target_mala_accept=null sampler.step_size={pick['step_size']:g} "
-        f"posterior.beta0={beta0:g} posterior.gamma={gamma:g}"
-    )
+    overrides = f"sampler.target_mala_accept=null sampler.step_size={pick['step_size']:g} posterior.beta0={beta0:g} posterior.gamma={gamma:g}"
     return {**pick.to_dict(), "why": why, "use": overrides, "flat_steps": [float(s) for s in steps]}
 
 
@@ -196,17 +210,19 @@ def advice(table: pd.DataFrame) -> str:
 
 def display(table: pd.DataFrame) -> pd.DataFrame:
     """The verdicts as strings, for the report."""
-    d = pd.DataFrame({
-        "step": table["step_size"].map(lambda x: f"{x:.3g}"),
-        "nβ": table["nbeta"].map(lambda x: f"{x:.4g}"),
-        "γ": table["gamma"].map(lambda x: f"{x:g}"),
-        "λ̂ ± se": [f"{m:.4g} ± {s:.2g}" if math.isfinite(m) else "" for m, s in zip(table["llc_mean"], table["llc_sem"])],
-        "MALA": table["mala_accept"].map(lambda x: f"{x:.3f}" if math.isfinite(x) else ""),
-        "R-hat": table["r_hat"].map(lambda x: f"{x:.3f}" if math.isfinite(x) else ""),
-        "ESS": table["ess_bulk"].map(lambda x: f"{x:.0f}" if math.isfinite(x) else ""),
-        "verdict": table["verdict"] + np.where(table["flat"], " (flat)", ""),
-        "why": table["why"],
-    })  # fmt: skip
+    d = pd.DataFrame(
+        {
+            "step": table["step_size"].map(lambda x: f"{x:.3g}"),
+            "nβ": table["nbeta"].map(lambda x: f"{x:.4g}"),
+            "γ": table["gamma"].map(lambda x: f"{x:g}"),
+            "λ̂ ± se": [f"{m:.4g} ± {s:.2g}" if math.isfinite(m) else "" for m, s in zip(table["llc_mean"], table["llc_sem"])],
+            "MALA": table["mala_accept"].map(lambda x: f"{x:.3f}" if math.isfinite(x) else ""),
+            "R-hat": table["r_hat"].map(lambda x: f"{x:.3f}" if math.isfinite(x) else ""),
+            "ESS": table["ess_bulk"].map(lambda x: f"{x:.0f}" if math.isfinite(x) else ""),
+            "verdict": table["verdict"] + np.where(table["flat"], " (flat)", ""),
+            "why": table["why"],
+        }
+    )
     return d
 
 
@@ -264,12 +280,14 @@ def write_report(sweep_dir: Path, table: pd.DataFrame) -> Report | None:
         page.Section("Settings", "", display(v)),
     ]
     if rec is not None:
-        sections.append(page.Section(
-            "Using it",
-            f"Estimate along training with this one setting: python -m lambda_hat --multirun <your model> "
-            f"sampler=sgld {rec['use']} sampler.num_steps=<as here or more> model.checkpoint=<folder>. "
-            "Check it against a full-batch reference (NUTS, cached; small models): python -m lambda_hat.calibrate "
-            f"{sweep_dir} --reference",
-        ))  # fmt: skip
+        sections.append(
+            page.Section(
+                "Using it",
+                f"Estimate along training with this one setting: python -m lambda_hat --multirun <your model> "
+                f"sampler=sgld {rec['use']} sampler.num_steps=<as here or more> model.checkpoint=<folder>. "
+                "Check it against a full-batch reference (NUTS, cached; small models): python -m lambda_hat.calibrate "
+                f"{sweep_dir} --reference",
+            )
+        )
     paths["calibration.md"] = page.write_markdown(sweep_dir / REPORT, "Calibration", intro, sections)
     return Report(v, rec, paths)

@@ -75,8 +75,10 @@ class AggregateCallback(Callback):
         except Exception as e:  # the jobs' own files are on disk; `python -m lambda_hat.aggregate` rebuilds it
             log.warning(
                 "sweep table not written (%s: %s); rebuild it with: python -m lambda_hat.aggregate %s",
-                type(e).__name__, " ".join(str(e).split())[:300], _sweep_dir_text(config),
-            )  # fmt: skip
+                type(e).__name__,
+                " ".join(str(e).split())[:300],
+                _sweep_dir_text(config),
+            )
 
 
 def _sweep_dir_text(config: DictConfig) -> str:

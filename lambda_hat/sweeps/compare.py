@@ -26,6 +26,7 @@ import pandas as pd
 
 from lambda_hat.sweeps.aggregate import varying_overrides
 
+
 def _names_sampler(key: str) -> bool:
     """An override that only says which sampler a row is (shown in its own column): sampler=..., or a
     per-sampler experiment entry such as +experiment/samplers_compared@_global_=hmc."""
@@ -122,9 +123,13 @@ def _group_table(group: pd.DataFrame) -> list[str]:
             f"{est:.3f} ± {_fmt(r.get('llc_sem'), '.3f')}" if math.isfinite(est) else "n/a",
             f"{100 * rel:+.1f}%" if math.isfinite(rel) else "–",
             f"{best:.1f} ({who})" if math.isfinite(best) else "–",
-            _fmt(r.get("ess_bulk"), ".0f"), _fmt(r.get("ess_per_fge"), ".2e"), _fmt(r.get("ess_per_s"), ".3g"),
-            _fmt(r.get("r_hat"), ".3f"), _fmt(work, ",.0f"), health(r).replace("|", "/"),
-        ]  # fmt: skip
+            _fmt(r.get("ess_bulk"), ".0f"),
+            _fmt(r.get("ess_per_fge"), ".2e"),
+            _fmt(r.get("ess_per_s"), ".3g"),
+            _fmt(r.get("r_hat"), ".3f"),
+            _fmt(work, ",.0f"),
+            health(r).replace("|", "/"),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -137,13 +142,15 @@ def _summary(df: pd.DataFrame, groups: int) -> list[str]:
         worst = rel.loc[rel.abs().idxmax()] if rel.notna().any() else math.nan
         warned = sum(1 for _, r in rows.iterrows() if _warnings(r) or r.get("status") in ("failed", "killed"))
         cells = [
-            f"`{sampler}`", str(len(rows)),
+            f"`{sampler}`",
+            str(len(rows)),
             f"{100 * rel.abs().median():.1f}%" if rel.notna().any() else "–",
             f"{100 * worst:+.1f}%" if math.isfinite(worst) else "–",
             _fmt(pd.to_numeric(rows.get("ess_per_fge"), errors="coerce").median(), ".2e"),
             _fmt(pd.to_numeric(rows.get("ess_per_s"), errors="coerce").median(), ".3g"),
-            _fmt(pd.to_numeric(rows.get("r_hat"), errors="coerce").max(), ".3f"), str(warned),
-        ]  # fmt: skip
+            _fmt(pd.to_numeric(rows.get("r_hat"), errors="coerce").max(), ".3f"),
+            str(warned),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 

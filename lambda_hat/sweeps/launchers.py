@@ -74,8 +74,14 @@ class _Launcher(BaseSubmititLauncher):
     """Shared by the local and SLURM launchers: job environment, submission, tolerant collection."""
 
     def __init__(
-        self, max_parallel: int | None = None, gpus_per_job: int = 0, poll_s: float = 1.0,
-        result_grace_s: float = 15.0, tracking: str = "jobs", jax_env: dict[str, Any] | None = None, **params: Any,
+        self,
+        max_parallel: int | None = None,
+        gpus_per_job: int = 0,
+        poll_s: float = 1.0,
+        result_grace_s: float = 15.0,
+        tracking: str = "jobs",
+        jax_env: dict[str, Any] | None = None,
+        **params: Any,
     ) -> None:
         super().__init__(**params)
         if tracking not in ("auto", "jobs", "launcher"):

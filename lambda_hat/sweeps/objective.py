@@ -108,7 +108,12 @@ def objective_value(cfg: DictConfig, metrics: dict[str, Any], out_dir: Path) -> 
     _write(out_dir, record)
     log.info(
         "objective: %s = %.6g (λ̂ %.4g vs %s λ %.4g ± %.2g)%s",
-        used, value, estimate, ref["source"], ref["llc"], ref.get("se") or 0.0,
+        used,
+        value,
+        estimate,
+        ref["source"],
+        ref["llc"],
+        ref.get("se") or 0.0,
         f", work {work:.4g} FGE" if obj.with_work else "",
-    )  # fmt: skip
+    )
     return result

@@ -23,11 +23,9 @@ configuration and replaces only the loop:
   Pareto front for two objectives), as the plugin writes it, plus counts;
 - ``objective.with_work=true`` with one direction adds a second ``minimize`` (the run's FGE).
 
-Hydra only instantiates plugins registered from the ``hydra_plugins`` package, so
-:func:`register` adds :class:`ResumableOptunaSweeper` to Hydra's plugin table under
-``hydra_plugins.lambda_hat.ResumableOptunaSweeper`` (the ``_target_`` of
-``conf/hydra/sweeper/lambda_hat_optuna.yaml``). The presets in ``conf/hparams_search/`` run it
-through the Hydra callback :class:`RegisterSweeper`, which Hydra instantiates before the sweeper.
+Hydra only instantiates plugins from the ``hydra_plugins`` package: hydra_plugins/lambda_hat_optuna
+subclasses :class:`ResumableOptunaSweeper` there (the ``_target_`` of
+``conf/hydra/sweeper/lambda_hat_optuna.yaml``), and Hydra's plugin scan finds it.
 """
 
 from __future__ import annotations
@@ -40,8 +38,6 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-from hydra.core.plugins import Plugins
-from hydra.experimental.callback import Callback
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
@@ -50,7 +46,6 @@ from lambda_hat.files import atomic_path
 
 log = logging.getLogger("lambda_hat")
 
-PLUGIN_NAME = "hydra_plugins.lambda_hat.ResumableOptunaSweeper"
 INTERRUPTED_ATTR = "lambda_hat_interrupted"  # study user attribute: numbers of interrupted trials
 FIXED_ATTR = "lambda_hat_fixed_params"  # study user attribute: the fixed overrides it was started with
 TRIALS_FILE = "trials.parquet"
@@ -74,11 +69,22 @@ class ResumableOptunaSweeper(Sweeper):
         params: DictConfig | None,
     ) -> None:
         self.sweeper = _impl_class()(
-            sampler, direction, storage, study_name, n_trials, n_jobs, max_failure_rate,
-            search_space, custom_search_space, params,
-        )  # fmt: skip
+            sampler,
+            direction,
+            storage,
+            study_name,
+            n_trials,
+            n_jobs,
+            max_failure_rate,
+            search_space,
+            custom_search_space,
+            params,
+        )
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        # The plugin builds its TPE sampler and distributions with arguments Optuna 4/5 deprecate:
+        # one FutureWarning per trial says nothing about the user's search.
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"optuna(\.|$)")
         self.sweeper.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> Any:
@@ -90,30 +96,6 @@ class ResumableOptunaSweeper(Sweeper):
 # Set once a search ran in this process: its failed trials are FAIL trials of the study, not a
 # failure of the command (lambda_hat.app.main exits 0 for a search, 1 for a grid with failed jobs).
 search_ran = False
-
-
-def register() -> None:
-    """Make ``_target_: hydra_plugins.lambda_hat.ResumableOptunaSweeper`` instantiable by Hydra.
-
-    Hydra refuses a plugin ``_target_`` outside the ``hydra_plugins`` package and looks the class
-    up in its plugin table by that name; this adds it there (idempotent). The class keeps its real
-    module, so launchers that pickle Hydra's state (joblib, submitit) can still import it.
-    """
-    # The plugin builds its TPE sampler and distributions with arguments Optuna 4/5 deprecate:
-    # one FutureWarning per trial says nothing about the user's search.
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"optuna(\.|$)")
-    plugins = Plugins.instance()
-    plugins.class_name_to_class[PLUGIN_NAME] = ResumableOptunaSweeper
-    registered = plugins.plugin_type_to_subclass_list.setdefault(Sweeper, [])
-    if ResumableOptunaSweeper not in registered:
-        registered.append(ResumableOptunaSweeper)
-
-
-class RegisterSweeper(Callback):
-    """A Hydra callback whose only job is :func:`register` (Hydra builds callbacks before the sweeper)."""
-
-    def __init__(self) -> None:
-        register()
 
 
 # ---------------------------------------------------------------- the SGLD family's extra knobs
@@ -216,8 +198,9 @@ def _define_impl() -> type:
                 log.warning(
                     "study %r was started with other fixed overrides (%s): its earlier trials may not be "
                     "comparable; use another hydra.sweeper.study_name for a new search",
-                    study.study_name, ", ".join(f"{k}={v}" for k, v in diff),
-                )  # fmt: skip
+                    study.study_name,
+                    ", ".join(f"{k}={v}" for k, v in diff),
+                )
 
         @staticmethod
         def _interrupted(study: optuna.Study) -> set[int]:
@@ -321,8 +304,14 @@ def _define_impl() -> type:
                 self.sampler.reseed_rng()  # a seeded sampler would otherwise repeat its first draws
             log.info(
                 "Study %r (%s): %d of %d trials done, %d to run; sampler %s, directions %s",
-                study.study_name, self.storage, done, total, max(0, total - done), type(self.sampler).__name__, directions,
-            )  # fmt: skip
+                study.study_name,
+                self.storage,
+                done,
+                total,
+                max(0, total - done),
+                type(self.sampler).__name__,
+                directions,
+            )
 
             host, pid = socket.gethostname(), os.getpid()
             running: list[Any] = []
@@ -337,9 +326,7 @@ def _define_impl() -> type:
                     failures = [e for t, r in zip(running, returns) if (e := self._tell(study, t, r, len(directions)))]
                     running = []
                     if failures and len(failures) / len(returns) > self.max_failure_rate:
-                        log.error(
-                            "%d of %d trials failed (max_failure_rate=%s): stopping", len(failures), len(returns), self.max_failure_rate
-                        )
+                        log.error("%d of %d trials failed (max_failure_rate=%s): stopping", len(failures), len(returns), self.max_failure_rate)
                         self._write_results(study, directions, total)
                         raise failures[0]
             except (KeyboardInterrupt, SystemExit):
@@ -368,9 +355,11 @@ def _define_impl() -> type:
                 if complete:
                     best = study.best_trial
                     results.update(
-                        best_params=dict(best.params), best_value=best.value, best_trial=best.number,
+                        best_params=dict(best.params),
+                        best_value=best.value,
+                        best_trial=best.number,
                         best_job_dir=best.user_attrs.get("job_dir"),
-                    )  # fmt: skip
+                    )
                     log.info("Best parameters: %s", best.params)
                     log.info("Best value: %s (trial %d)", best.value, best.number)
                 else:
@@ -379,8 +368,7 @@ def _define_impl() -> type:
             else:
                 front = study.best_trials
                 results["solutions"] = [
-                    {"params": dict(t.params), "values": list(t.values), "trial": t.number, "job_dir": t.user_attrs.get("job_dir")}
-                    for t in front
+                    {"params": dict(t.params), "values": list(t.values), "trial": t.number, "job_dir": t.user_attrs.get("job_dir")} for t in front
                 ]
                 log.info("Number of Pareto solutions: %d", len(front))
                 for t in front:

@@ -73,7 +73,7 @@ def _compose_sampler(name: str) -> DictConfig:
         from hydra import compose
 
         return compose(config_name="config", overrides=overrides).sampler
-    from lambda_hat.app import compose_config
+    from lambda_hat.composition import compose_config
 
     return compose_config(overrides).sampler
 
@@ -85,10 +85,7 @@ def reference_sampler(cfg: DictConfig) -> DictConfig:
     ref = cfg.objective.reference
     spec = registry.get(str(ref.sampler))
     if spec.family != "full_batch":
-        raise ValueError(
-            f"objective.reference.sampler={ref.sampler!r} is invalid: must be a full-batch sampler "
-            f"({', '.join(registry.names('full_batch'))})"
-        )
+        raise ValueError(f"objective.reference.sampler={ref.sampler!r} is invalid: must be a full-batch sampler ({', '.join(registry.names('full_batch'))})")
     node = _compose_sampler(str(ref.sampler))
     node.num_chains = int(ref.num_chains)
     node.num_steps = int(ref.num_steps)
@@ -176,8 +173,13 @@ def _build(cfg: DictConfig, key: str, spec: dict[str, Any], root: Path, entry: P
     s = ref_cfg.sampler
     log.info(
         "reference %s: building (%s, %d chains x %s warm-up + %d steps, target %s); cached for later runs",
-        key, s.name, s.num_chains, s.get("num_warmup", "-"), s.num_steps, spec["target_id"],
-    )  # fmt: skip
+        key,
+        s.name,
+        s.num_chains,
+        s.get("num_warmup", "-"),
+        s.num_steps,
+        spec["target_id"],
+    )
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=root))
     try:
         tmp.chmod(0o755)  # mkdtemp makes it private; a shared cache is read by others
@@ -201,9 +203,7 @@ def _build(cfg: DictConfig, key: str, spec: dict[str, Any], root: Path, entry: P
             "ess": m.get("ess"),
             "ess_bulk": ess,
             "r_hat": r_hat,
-            "converged": bool(
-                m.get("status") == "ok" and r_hat is not None and r_hat <= RHAT_MAX and ess is not None and ess >= ESS_MIN
-            ),
+            "converged": bool(m.get("status") == "ok" and r_hat is not None and r_hat <= RHAT_MAX and ess is not None and ess >= ESS_MIN),
             "status": m.get("status"),
             "warnings": m.get("warnings", []),
             "target_id": spec["target_id"],
@@ -233,8 +233,11 @@ def _build(cfg: DictConfig, key: str, spec: dict[str, Any], root: Path, entry: P
     if not ref["converged"]:
         log.warning(
             "reference %s: not well converged (r_hat %s, ess_bulk %s, status %s); raise objective.reference.num_steps",
-            key, r_hat, ess, m.get("status"),
-        )  # fmt: skip
+            key,
+            r_hat,
+            ess,
+            m.get("status"),
+        )
     log.info("reference %s: λ = %.4f ± %.4f (%s)", key, ref["llc"], ref["se"] or 0.0, entry)
     return {**ref, "path": str(entry)}
 

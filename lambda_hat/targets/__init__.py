@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lambda_hat import losses
 from lambda_hat.losses import mse
-from lambda_hat.targets import dln, fiber, mlp, polynomial, store
+from lambda_hat.targets import aoyagi, dln, fiber, mlp, polynomial, store
 from lambda_hat.targets.base import Target, TargetError
 from lambda_hat.targets.training import train
 
@@ -77,7 +77,7 @@ def _build_dln(spec: dict[str, Any]) -> tuple[store.Arrays, store.Meta]:
         "kind": "dln",
         "rank": r,
         "llc_true": llc_local,  # exact local λ at w*, or None where no check proves it
-        "llc_global": dln.aoyagi_lambda(widths, r),  # Aoyagi's λ (the global RLCT of the fiber)
+        "llc_global": aoyagi.aoyagi_lambda(widths, r),  # Aoyagi's λ (the global RLCT of the fiber)
         "hessian_check": hessian,
         "layer_ranks": [int(check["ranks"][(i, i + 1)]) for i in range(len(widths) - 1)],
     }
@@ -102,9 +102,7 @@ def _build_mlp(spec: dict[str, Any]) -> tuple[store.Arrays, store.Meta]:
     y = _labels(clean, data.noise_std, g_noise)
     student = mlp.init_params(model["widths"], model["bias"], g_student)
     apply = mlp.make_apply(model["activation"])
-    w_star, info = train(
-        lambda p, xb, yb: mse(apply(p, xb), yb), student, x, y, OmegaConf.create(spec["training"]), spec["seed"]
-    )
+    w_star, info = train(lambda p, xb, yb: mse(apply(p, xb), yb), student, x, y, OmegaConf.create(spec["training"]), spec["seed"])
     leaves = jax.tree.leaves(w_star)
     arrays = {f"p{i}": np.asarray(a, np.float64) for i, a in enumerate(leaves)} | {"x": x, "y": y}
     return arrays, {"kind": "mlp", "llc_true": None, **info}
@@ -144,9 +142,7 @@ def build_builtin(cfg: DictConfig, cache_dir: Path | None = None) -> Target:
     spec = target_spec(cfg)
     kind = spec["model"]["name"]
     builder = {"dln": _build_dln, "mlp": _build_mlp, "polynomial": _build_polynomial}[kind]
-    tid, arrays, meta, cached = store.get_or_build(
-        cache_dir or store.default_cache_dir(), spec, lambda: builder(spec)
-    )
+    tid, arrays, meta, cached = store.get_or_build(cache_dir or store.default_cache_dir(), spec, lambda: builder(spec))
     log.info("target %s (%s) %s", tid, kind, "loaded from cache" if cached else "built")
     if kind == "dln":
         n_layers = len(spec["model"]["widths"]) - 1

@@ -72,8 +72,16 @@ class Target:
 
     @classmethod
     def from_loss(
-        cls, loss_fn: Loss, params: Any, data: Any, *, n: int | None = None, name: str | None = None,
-        llc_true: float | None = None, subsets: dict[str, Any] | None = None, groups: dict[str, list[str]] | None = None,
+        cls,
+        loss_fn: Loss,
+        params: Any,
+        data: Any,
+        *,
+        n: int | None = None,
+        name: str | None = None,
+        llc_true: float | None = None,
+        subsets: dict[str, Any] | None = None,
+        groups: dict[str, list[str]] | None = None,
     ) -> Target:
         """A target from a plain loss function, its parameters w* and its data.
 
@@ -103,7 +111,14 @@ class Target:
         """
         if not callable(loss_fn):
             raise TargetError("loss", f"must be a callable loss(params, batch), got {type(loss_fn).__name__}")
-        target = cls(loss=loss_fn, w_star=params, data=data, name=name or "user", llc_true=llc_true, n=n, subsets=dict(subsets or {}),
+        target = cls(
+            loss=loss_fn,
+            w_star=params,
+            data=data,
+            name=name or "user",
+            llc_true=llc_true,
+            n=n,
+            subsets=dict(subsets or {}),
             groups={str(k): [str(p) for p in v] for k, v in (groups or {}).items()},
         )
         target.check_data()
@@ -193,7 +208,9 @@ class Target:
             rows = set()
             for a, b in zip(jax.tree.leaves(subset), leaves):
                 if np.shape(a)[1:] != np.shape(b)[1:] or np.ndim(a) == 0:
-                    raise TargetError(f"subsets[{name!r}]", f"an array has shape {list(np.shape(a))}, the data's {list(np.shape(b))} (rows may differ, not the rest)")
+                    raise TargetError(
+                        f"subsets[{name!r}]", f"an array has shape {list(np.shape(a))}, the data's {list(np.shape(b))} (rows may differ, not the rest)"
+                    )
                 rows.add(np.shape(a)[0])
             if len(rows) > 1 or min(rows) < 1:
                 raise TargetError(f"subsets[{name!r}]", f"leading axes differ or are empty ({sorted(rows)})")

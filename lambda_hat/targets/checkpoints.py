@@ -22,8 +22,12 @@ from lambda_hat.targets.base import TargetError, check_like
 
 FORMATS = ("npz", "safetensors", "orbax", "equinox", "torch")
 _SUFFIXES = {".npz": "npz", ".safetensors": "safetensors", ".eqx": "equinox", ".pt": "torch", ".pth": "torch", ".bin": "torch"}
-_EXTRA = {"safetensors": ("safetensors", "checkpoints"), "orbax": ("orbax.checkpoint", "checkpoints"),
-          "equinox": ("equinox", "equinox"), "torch": ("torch", "torch")}  # fmt: skip
+_EXTRA = {
+    "safetensors": ("safetensors", "checkpoints"),
+    "orbax": ("orbax.checkpoint", "checkpoints"),
+    "equinox": ("equinox", "equinox"),
+    "torch": ("torch", "torch"),
+}
 
 
 def key_of(path: tuple[Any, ...]) -> str:
@@ -69,9 +73,7 @@ def detect_format(path: Path) -> str:
         return "orbax"
     fmt = _SUFFIXES.get(path.suffix.lower())
     if fmt is None:
-        raise TargetError(
-            "model.checkpoint", f"cannot tell the format of {path.name}; set model.checkpoint_format to one of {', '.join(FORMATS)}"
-        )
+        raise TargetError("model.checkpoint", f"cannot tell the format of {path.name}; set model.checkpoint_format to one of {', '.join(FORMATS)}")
     return fmt
 
 
@@ -117,7 +119,10 @@ def _take_held(flat: dict[str, np.ndarray], held: dict[str, Any] | None) -> None
 
 
 def load(
-    path: str | Path, template: Any, fmt: str = "auto", held: dict[str, Any] | None = None,
+    path: str | Path,
+    template: Any,
+    fmt: str = "auto",
+    held: dict[str, Any] | None = None,
     equinox_static: Any = None,
 ) -> Any:
     """The checkpoint at path as a pytree shaped like template (shape and dtype checked per leaf).

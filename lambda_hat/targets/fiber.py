@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from lambda_hat.targets.dln import aoyagi_bottlenecks, aoyagi_lambda
+from lambda_hat.targets.aoyagi import aoyagi_bottlenecks, aoyagi_lambda
 
 Ranks = dict[tuple[int, int], int]  # (i, j) -> rank of W_{i+1} ... W_j, 0 <= i < j <= L
 Laces = dict[tuple[int, int], int]  # (a, b) -> multiplicity of the interval module [a, b]
@@ -134,11 +134,7 @@ def ranks_from_laces(widths: Sequence[int], laces: Laces) -> Ranks:
         cover = sum(mu for (a, b), mu in laces.items() if a <= i <= b)
         if cover != widths[i]:
             raise ValueError(f"laces give dimension {cover} at vertex {i}, width is {widths[i]}")
-    return {
-        (i, j): sum(mu for (a, b), mu in laces.items() if a <= i and b >= j)
-        for i in range(n_v)
-        for j in range(i + 1, n_v)
-    }
+    return {(i, j): sum(mu for (a, b), mu in laces.items() if a <= i and b >= j) for i in range(n_v) for j in range(i + 1, n_v)}
 
 
 def _ext(i: tuple[int, int], j: tuple[int, int]) -> int:
@@ -432,11 +428,19 @@ def hessian_rank_check(
     if method == "formula":
         k = jacobian_rank_formula(widths, ranks)
         return {
-            "hessian_rank": k, "expected_rank": expected, "orbit_codim": codim,
-            "jacobian_rank_formula": k, "top_component": codim == expected, "morse_bott": k == codim,
-            "matches_aoyagi": k == expected, "gap": float("inf"), "smallest_kept": float("nan"),
-            "method": "formula", "product_rank": prod_rank, "ranks": ranks,
-        }  # fmt: skip
+            "hessian_rank": k,
+            "expected_rank": expected,
+            "orbit_codim": codim,
+            "jacobian_rank_formula": k,
+            "top_component": codim == expected,
+            "morse_bott": k == codim,
+            "matches_aoyagi": k == expected,
+            "gap": float("inf"),
+            "smallest_kept": float("nan"),
+            "method": "formula",
+            "product_rank": prod_rank,
+            "ranks": ranks,
+        }
     k_lanczos = min(codim, n0 * n_out, d) + 10  # rank J <= stratum codim: T(stratum) ⊆ ker J
     if method == "lanczos" and k_lanczos >= d - 1:  # ARPACK needs k < d; dense is cheaper then
         method = "dense"

@@ -21,9 +21,7 @@ ACTIVATION_FNS: dict[str, Callable[[jnp.ndarray], jnp.ndarray]] = {
 }
 
 
-def init_params(
-    widths: Sequence[int], bias: bool, rng: np.random.Generator, bias_std: float = 0.0
-) -> list[dict[str, np.ndarray]]:
+def init_params(widths: Sequence[int], bias: bool, rng: np.random.Generator, bias_std: float = 0.0) -> list[dict[str, np.ndarray]]:
     """LeCun-normal weights N(0, 1/fan_in); biases N(0, bias_std^2) (0 = zeros)."""
     params = []
     for a, b in zip(widths[:-1], widths[1:]):

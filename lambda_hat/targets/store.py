@@ -78,9 +78,7 @@ def _load(entry: Path, tid: str, spec: Mapping[str, Any]) -> tuple[Arrays, Meta]
     return arrays, meta
 
 
-def get_or_build(
-    cache_dir: Path, spec: Mapping[str, Any], build: Callable[[], tuple[Arrays, Meta]]
-) -> tuple[str, Arrays, Meta, bool]:
+def get_or_build(cache_dir: Path, spec: Mapping[str, Any], build: Callable[[], tuple[Arrays, Meta]]) -> tuple[str, Arrays, Meta, bool]:
     """Return (target_id, arrays, meta, was_cached), building and storing the target if needed."""
     tid = target_id(spec)
     root = Path(cache_dir) / "targets"

@@ -23,9 +23,7 @@ def _optimizer(name: str, learning_rate: float) -> optax.GradientTransformation:
     return {"adam": optax.adam, "adamw": optax.adamw, "sgd": optax.sgd}[name](learning_rate)
 
 
-def train(
-    loss_fn: LossFn, params: Any, x: np.ndarray, y: np.ndarray, cfg: Any, seed: int
-) -> tuple[Any, dict[str, Any]]:
+def train(loss_fn: LossFn, params: Any, x: np.ndarray, y: np.ndarray, cfg: Any, seed: int) -> tuple[Any, dict[str, Any]]:
     """Minimise loss_fn(params, x, y) and return the best parameters seen and a summary.
 
     Steps run in jit-compiled chunks of ``cfg.eval_every`` (a ``lax.scan``); after each chunk the

@@ -98,9 +98,10 @@ def build(cfg: DictConfig, cache_dir: Path | None = None) -> Target:
         path = Path(model.checkpoint).expanduser()
         if target.held_unloadable:
             raise TargetError(
-                "model.checkpoint", f"{model.factory} returns a model with batch statistics that a checkpoint of its "
+                "model.checkpoint",
+                f"{model.factory} returns a model with batch statistics that a checkpoint of its "
                 "parameters cannot restore; load the checkpoint inside the factory (nnx.update) and leave model.checkpoint unset",
-            )  # fmt: skip
+            )
         params = checkpoints.load(path, target.w_star, model.checkpoint_format, held=target.held, equinox_static=target.meta.get("equinox_static"))
         target = target.with_params(params)
         from lambda_hat.sweeps.checkpoints import training_info

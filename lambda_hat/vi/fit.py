@@ -64,9 +64,7 @@ def minibatch_logp(posterior: Posterior, scale: jax.Array, idx: jax.Array) -> Ca
     return logp
 
 
-def whitening_scale(
-    posterior: Posterior, key: jax.Array, batch_size: int, num_batches: int
-) -> jax.Array:
+def whitening_scale(posterior: Posterior, key: jax.Array, batch_size: int, num_batches: int) -> jax.Array:
     """Per-coordinate scale s from minibatch-gradient second moments near w*.
 
     At w = w* + σ ξ (σ = 1/sqrt(nβ + γ)), the gradient of nβ L is ≈ A σ ξ for the Hessian A, so
@@ -138,9 +136,7 @@ def run_fits(
         k_batch, k_q = jax.random.split(jax.random.fold_in(chain_key, t))
         idx = jax.random.randint(k_batch, (batch,), 0, posterior.n)
         logp = minibatch_logp(posterior, scale, idx)
-        (_, diag), grads = jax.value_and_grad(
-            lambda p: elbo_surrogate(family, p, k_q, logp, num_samples), has_aux=True
-        )(params)
+        (_, diag), grads = jax.value_and_grad(lambda p: elbo_surrogate(family, p, k_q, logp, num_samples), has_aux=True)(params)
         grad_norm = optax.global_norm(grads)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
@@ -166,9 +162,7 @@ def run_fits(
     posterior = _place(mesh, posterior, replicated)
     scale = _place(mesh, scale, replicated)
     t = _place(mesh, jnp.zeros((), jnp.int32), replicated)
-    chunk_fn = _over_chains(
-        run_chunk, mesh, (chains, replicated, replicated, replicated, chains), (chains, replicated, P(None, CHAIN_AXIS))
-    )
+    chunk_fn = _over_chains(run_chunk, mesh, (chains, replicated, replicated, replicated, chains), (chains, replicated, P(None, CHAIN_AXIS)))
     compiled, compile_time = _timed_compile(jax.jit(chunk_fn, donate_argnums=(0,)), carry, t, posterior, scale, chain_keys, mesh=mesh)
     before_timed()
     if progress:
@@ -196,9 +190,7 @@ def run_fits(
             loss = jax.lax.map(posterior.measured_loss, w, batch_size=min(num_draws, 32))
         return loss, log_p - (log_q - log_det_scale)
 
-    final_fn = _over_chains(
-        jax.vmap(final, in_axes=(0, 0, None, None)), mesh, (chains, chains, replicated, replicated), (chains, chains)
-    )
+    final_fn = _over_chains(jax.vmap(final, in_axes=(0, 0, None, None)), mesh, (chains, chains, replicated, replicated), (chains, chains))
     draw_keys = _place(mesh, jax.random.split(draw_key, num_chains), chains)
     final_compiled, final_compile = _timed_compile(jax.jit(final_fn), params, draw_keys, posterior, scale, mesh=mesh)
     start = time.perf_counter()
@@ -222,4 +214,3 @@ def run_fits(
         devices=1 if mesh is None else int(mesh.devices.size),
         fit=fit,
     )
-

@@ -1,0 +1,149 @@
+"""A one-layer transformer trained into grokking on modular addition, and λ̂ through the transition.
+
+    python examples/grokking.py curve       # train (checkpoints in grok_ckpts/), then λ̂ at each
+    python examples/grokking.py train       # only train: grok.npz + grok_ckpts/step_*.npz (+ .json)
+    python -m lambda_hat --multirun model=user model.factory=examples.grokking:target \\
+        model.checkpoint=grok_ckpts/ sampler.batch_size=128 sampler.num_steps=2000 \
+        sampler.num_tune=500                                           # the curve, by hand
+    python -m lambda_hat --multirun model=user model.factory=examples.grokking:target \\
+        model.checkpoint=grok.npz 'posterior.restrict=[h0],[h1],[h2],[h3],[mlp],[embed]'  # λ̂ per head
+
+(a + b) mod P with P = 47: every pair is a sequence "a b =", the label the sum. 60% of the
+2,209 pairs train the network (AdamW, weight decay 1, full batch), the rest is the test set. The
+network first memorises the training pairs (train loss ~0, test loss high), then, thousands of
+steps later, generalises (test loss drops): grokking (Power et al. 2022; Nanda et al. 2023). λ̂
+is measured on the training pairs at each checkpoint (Lau et al. 2023 and the developmental-
+interpretability papers track it through the transition).
+
+The model is plain JAX (no framework), the shape of Nanda et al.'s: token and position embeddings,
+one attention layer with H heads (no LayerNorm), a ReLU MLP, an unembedding; logits at "=".
+``target()`` is the factory; its parameter groups name each head's Q/K/V/O slices ("h0" ...),
+the MLP ("mlp") and the embeddings ("embed") for weight-refined λ̂.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import lambda_hat as lh
+
+P = 47  # the modulus (vocabulary: 0..P-1 and "=")
+D, HEADS, MLP = 32, 4, 128  # width, heads (head width D / HEADS), MLP width
+TRAIN_FRACTION = 0.6
+CKPTS = "grok_ckpts"
+# The curve's one sampler setting: the default SGLD (step tuned per chain) at a smaller minibatch
+# and a fifth of the steps, so 20 checkpoints take minutes on a laptop CPU.
+CURVE_SAMPLER = ["sampler.batch_size=128", "sampler.num_steps=2000", "sampler.num_tune=500"]
+
+
+def data(split: str = "train", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Token sequences (n, 3) "a b =" and labels (a + b) mod P, int32: the train or test pairs."""
+    a, b = np.meshgrid(np.arange(P), np.arange(P), indexing="ij")
+    x = np.stack([a.ravel(), b.ravel(), np.full(P * P, P)], axis=1).astype(np.int32)
+    y = ((a + b) % P).ravel().astype(np.int32)
+    order = np.random.default_rng(seed).permutation(P * P)
+    cut = int(TRAIN_FRACTION * P * P)
+    rows = order[:cut] if split == "train" else order[cut:]
+    return x[rows], y[rows]
+
+
+def init_params(seed: int = 0) -> dict:
+    k = iter(jax.random.split(jax.random.key(seed), 8))
+    dh = D // HEADS
+    normal = lambda key, shape, fan_in: jax.random.normal(key, shape) / jnp.sqrt(fan_in)  # noqa: E731
+    return {
+        "embed": {"tok": normal(next(k), (P + 1, D), 1.0) * 0.3, "pos": normal(next(k), (3, D), 1.0) * 0.3},
+        "attn": {
+            "q": normal(next(k), (HEADS, D, dh), D),
+            "k": normal(next(k), (HEADS, D, dh), D),
+            "v": normal(next(k), (HEADS, D, dh), D),
+            "o": normal(next(k), (HEADS, dh, D), D),
+        },
+        "mlp": {"w_in": normal(next(k), (D, MLP), D), "b_in": jnp.zeros(MLP), "w_out": jnp.zeros((MLP, D)), "b_out": jnp.zeros(D)},
+        "unembed": normal(next(k), (D, P), D),
+    }
+
+
+def apply(params: dict, tokens: jax.Array) -> jax.Array:
+    """Logits (n, P) at the last position."""
+    h = params["embed"]["tok"][tokens] + params["embed"]["pos"]  # (n, 3, D)
+    a = params["attn"]
+    q, k, v = (jnp.einsum("nsd,hde->nhse", h, a[name]) for name in ("q", "k", "v"))
+    scores = jnp.einsum("nhse,nhte->nhst", q, k) / jnp.sqrt(q.shape[-1])
+    causal = jnp.tril(jnp.ones((3, 3), bool))
+    weights = jax.nn.softmax(jnp.where(causal, scores, -1e9), axis=-1)
+    h = h + jnp.einsum("nhst,nhte,hed->nsd", weights, v, a["o"])
+    m = params["mlp"]
+    h = h + jax.nn.relu(h @ m["w_in"] + m["b_in"]) @ m["w_out"] + m["b_out"]
+    return h[:, -1] @ params["unembed"]
+
+
+GROUPS = {
+    **{f"h{i}": [f"attn/{w}[{i}]" for w in ("q", "k", "v", "o")] for i in range(HEADS)},
+    "mlp": ["mlp/*"],
+    "embed": ["embed/*"],
+    "attn": ["attn/*"],
+    "unembed": ["unembed"],
+}
+
+
+def target(seed: int = 0) -> lh.Target:
+    """The factory: the transformer on the training pairs, cross-entropy, with its parameter groups."""
+    x, y = data("train")
+    t = lh.from_apply(apply, init_params(seed), (x, y), loss="cross_entropy", name="grokking_p47")
+    for name, patterns in GROUPS.items():
+        t = t.with_group(name, patterns)
+    return t
+
+
+def train(steps: int = 5000, every: int = 250, seed: int = 0, path: str = "grok.npz", lr: float = 1e-3, weight_decay: float = 1.0) -> None:
+    """Full-batch AdamW (Nanda et al.'s β2 = 0.98); checkpoints every `every` steps in grok_ckpts/
+    with the train and test loss and accuracy beside each."""
+    x, y = data("train")
+    xt, yt = data("test")
+    params = init_params(seed)
+    opt = optax.adamw(lr, b1=0.9, b2=0.98, weight_decay=weight_decay)
+    state = opt.init(params)
+
+    def loss_acc(p, xs, ys):
+        logits = apply(p, xs)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, ys).mean(), (logits.argmax(-1) == ys).mean()
+
+    @jax.jit
+    def step(params, state):
+        (loss, _), grads = jax.value_and_grad(loss_acc, has_aux=True)(params, x, y)
+        updates, state = opt.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    evaluate = jax.jit(loss_acc)
+    Path(CKPTS).mkdir(exist_ok=True)
+    for t in range(1, steps + 1):
+        params, state = step(params, state)
+        if every and t % every == 0:
+            (train_loss, train_acc), (test_loss, test_acc) = evaluate(params, x, y), evaluate(params, xt, yt)
+            info = {"step": t, "train_loss": float(train_loss), "test_loss": float(test_loss), "train_acc": float(train_acc), "test_acc": float(test_acc)}
+            lh.save_npz(f"{CKPTS}/step_{t:06d}.npz", params)
+            Path(f"{CKPTS}/step_{t:06d}.json").write_text(json.dumps(info))
+            print(f"step {t:5d}: train loss {train_loss:.3g} (acc {train_acc:.2f}), test loss {test_loss:.3g} (acc {test_acc:.2f})", flush=True)
+    lh.save_npz(path, params)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    from examples.curves import run_curve
+
+    ap = argparse.ArgumentParser(description="the grokking transformer: train it, then λ̂ at each checkpoint")
+    ap.add_argument("command", choices=["train", "curve"], nargs="?", default="curve")
+    ap.add_argument("--steps", type=int, default=5000)
+    ap.add_argument("--every", type=int, default=250)
+    args, more = ap.parse_known_args()  # the rest goes to lambda_hat (e.g. hydra/launcher=local_parallel)
+    train(args.steps, args.every)
+    if args.command == "curve":
+        raise SystemExit(run_curve("examples.grokking:target", CKPTS, more, sampler=CURVE_SAMPLER))
