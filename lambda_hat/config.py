@@ -187,6 +187,14 @@ class SamplerConfig:
     burnin_fraction: float = 0.0
     thinning: int = 1  # keep every k-th step in the trace; must divide num_steps
     dtype: str = "float32"
+    # Run until converged: with max_steps set, num_steps is the first stretch and sampling goes on
+    # in chunks of a tenth of it until the per-draw λ̂ after burn-in has split R-hat <= converge_rhat
+    # and bulk ESS >= converge_ess, or max_steps (the work cap, steps per chain) is reached, which
+    # warns. Burn-in is then burnin_fraction x the steps run (num_burnin, if set, stays fixed).
+    # null = a fixed length of num_steps (lambda_hat.samplers.driver.Converge).
+    max_steps: Optional[int] = None
+    converge_rhat: float = 1.01
+    converge_ess: float = 400.0
 
 
 @dataclass
@@ -514,11 +522,11 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("random_dln", _random_dln_field)
 
 
-def burnin_steps(sampler: Any) -> int:
+def burnin_steps(sampler: Any, steps: int | None = None) -> int:
     """Steps discarded from the estimate: num_burnin if set, else burnin_fraction x num_steps."""
     if sampler.num_burnin is not None:
         return int(sampler.num_burnin)
-    return int(sampler.burnin_fraction * sampler.num_steps)
+    return int(sampler.burnin_fraction * (sampler.num_steps if steps is None else steps))
 
 
 # ---------------------------------------------------------------- validation
@@ -731,6 +739,15 @@ def _validate_sampler(cfg: DictConfig) -> None:
         sampler.thinning,
         f"must divide sampler.num_steps={sampler.num_steps} (every step run is counted)",
     )
+    if sampler.get("max_steps") is not None:
+        _require(
+            sampler.max_steps >= sampler.num_steps,
+            "sampler.max_steps",
+            sampler.max_steps,
+            f"must be >= sampler.num_steps={sampler.num_steps} (the first stretch; null = a fixed length)",
+        )
+        _require(sampler.converge_rhat > 1.0, "sampler.converge_rhat", sampler.converge_rhat, "must be > 1")
+        _positive(cfg, "sampler.converge_ess")
     if sampler.num_burnin is not None:
         _require(
             0 <= sampler.num_burnin < sampler.num_steps,

@@ -26,7 +26,7 @@ from lambda_hat.llc import efficiency, estimate_llc, health_warnings, sampler_di
 from lambda_hat.health import minimum_check, trace_warnings
 from lambda_hat.posterior import Posterior, make_posterior
 from lambda_hat.samplers import build_kernel
-from lambda_hat.samplers.driver import run_chains
+from lambda_hat.samplers.driver import Converge, run_chains
 from lambda_hat.targets import Target, TargetError, build_target, store
 from lambda_hat.trace import Trace
 
@@ -168,6 +168,7 @@ def summary_line(m: dict[str, Any]) -> str:
     return (
         f"{est}{truth} | {m['sampler']} on {m['model']} d={m['d']}, {m['chains_ok']}/{m['num_chains']} chains"
         f" | {warmup}sampling {m['sampling_time_s']:.2f}s + compile {compile_s:.2f}s | status {m['status']}"
+        + (f" | {m['stop_reason']} after {m['num_steps']:,} steps" if m.get("stop_reason") not in (None, "fixed length") else "")
         + (f" | {len(m['warnings'])} health warning(s) above" if m.get("warnings") else "")
     )
 
@@ -251,6 +252,9 @@ def _sample(
         progress=cfg.progress,
         label=s.name,
         before_timed=wait_for_tracking,
+        converge=None
+        if s.get("max_steps") is None
+        else Converge(int(s.max_steps), float(s.converge_rhat), float(s.converge_ess), lambda steps: burnin_steps(s, steps)),
     )
     return trace, cost
 
@@ -319,8 +323,10 @@ def estimate_target(cfg: DictConfig, target: Target, wait_for_tracking: Callable
         "n_measure": posterior.measure_n if posterior.measuring else posterior.n,
         **minimum,
         "num_chains": int(s.num_chains),
-        "num_steps": int(s.num_steps),
-        "num_burnin": 0 if variational else burnin_steps(s),
+        "num_steps": int(s.num_steps) if variational else int(trace.step[-1]) if len(trace.step) else 0,
+        "num_burnin": 0 if variational else burnin_steps(s, int(trace.step[-1])),
+        "stop_reason": trace.stop_reason,
+        "max_steps": None if variational or s.get("max_steps") is None else int(s.max_steps),
         "num_warmup_steps": trace.num_warmup_steps,
         "n_fge": trace.n_fge,
         "n_fge_warmup": trace.n_fge_warmup,
@@ -332,7 +338,9 @@ def estimate_target(cfg: DictConfig, target: Target, wait_for_tracking: Callable
         "chain_devices": trace.devices,
         **device_record(),  # what the job actually ran on (platform, kind, count)
         "target_cached": bool(target.meta.get("cached")),
-        "chain_steps_per_s": s.num_chains * s.num_steps / (trace.warmup_time_s if variational else trace.sampling_time_s),
+        "chain_steps_per_s": s.num_chains
+        * (s.num_steps if variational else int(trace.step[-1]))
+        / (trace.warmup_time_s if variational else trace.sampling_time_s),
     }
     if variational:  # the fit is the Trace's warm-up, the final draws its sampling (vi/fit.py)
         metrics |= {
@@ -352,6 +360,11 @@ def estimate_target(cfg: DictConfig, target: Target, wait_for_tracking: Callable
             metrics[key] = target.meta[key]
     frame = outputs.trace_frame(trace, nbeta, L0)
     metrics["warnings"] = health_warnings(metrics) + trace_warnings(frame, metrics)
+    if trace.stop_reason == "work cap":
+        metrics["warnings"].append(
+            f"sampling reached the work cap sampler.max_steps={s.max_steps} unconverged (R-hat {metrics.get('r_hat') or float('nan'):.3f}, "
+            f"bulk ESS {metrics.get('ess_bulk') or 0:.0f}; wanted <= {s.converge_rhat}, >= {s.converge_ess:g}): raise sampler.max_steps"
+        )
     fallback = device_warning(metrics)
     if fallback is not None:
         metrics["warnings"].append(fallback)

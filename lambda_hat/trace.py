@@ -33,5 +33,7 @@ class Trace:
     warmup_compile_time_s: float = 0.0
     num_warmup_steps: int = 0  # adaptation/tuning steps per chain
     devices: int = 1  # devices the chains were split over
+    # why sampling stopped: "fixed length" (num_steps), "converged" or "work cap" (sampler.max_steps)
+    stop_reason: str = "fixed length"
     # Variational fits only: per optimiser step (chains, steps): elbo, grad_norm, family diagnostics
     fit: dict[str, np.ndarray] = field(default_factory=dict)

@@ -19,6 +19,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -33,6 +34,30 @@ from lambda_hat.samplers.base import Kernel, StepwiseWarmup
 from lambda_hat.trace import Trace
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Converge:
+    """Sample past num_steps until converged (config: sampler.max_steps; see SamplerConfig)."""
+
+    max_steps: int  # the work cap, steps per chain after warm-up
+    rhat: float  # split R-hat of the kept per-draw losses at most this
+    ess: float  # and their bulk ESS at least this
+    burnin: Callable[[int], int]  # burn-in steps for a run of that many steps
+
+
+def converged(loss: np.ndarray, burnin_draws: int, rhat_max: float, ess_min: float) -> tuple[bool, float, float]:
+    """(converged?, split R-hat, bulk ESS) of the kept draws of the finite chains. arviz-stats on
+    numpy: a check per chunk must not compile a program per trace length (blackjax's would)."""
+    from arviz_stats.base import array_stats
+
+    kept = np.asarray(loss[:, burnin_draws:], dtype=np.float64)
+    kept = kept[np.all(np.isfinite(kept), axis=1)]
+    if kept.shape[0] == 0 or kept.shape[1] < 8:
+        return False, math.nan, 0.0
+    ess = float(array_stats.ess(kept, chain_axis=0, draw_axis=1, method="bulk"))
+    rhat = float(array_stats.rhat(kept, chain_axis=0, draw_axis=1)) if kept.shape[0] > 1 else 1.0
+    return bool(rhat <= rhat_max and ess >= ess_min), rhat, ess
 
 
 def chunk_length(num_draws: int, max_chunks: int) -> int:
@@ -221,6 +246,7 @@ def run_chains(
     split_chains: bool = True,
     heartbeat_s: float = 30.0,
     before_timed: Callable[[], None] = lambda: None,
+    converge: Converge | None = None,
 ) -> Trace:
     """Run num_chains chains from w*: warm-up if any, then num_steps steps keeping every thinning-th.
 
@@ -233,7 +259,8 @@ def run_chains(
     if num_steps % thinning:
         raise ValueError(f"num_steps={num_steps} is not a multiple of thinning={thinning}")
     num_draws = num_steps // thinning
-    draws_per_chunk = chunk_length(num_draws, max_chunks if progress else 1)
+    # until converged: chunks of a tenth of num_steps, each followed by the convergence check
+    draws_per_chunk = chunk_length(num_draws, max_chunks if progress or converge is not None else 1)
     mesh = chain_mesh(num_chains) if split_chains else None
     chains, replicated = P(CHAIN_AXIS), P()
     init_key, warm_key, run_key = jax.random.split(key, 3)
@@ -347,13 +374,31 @@ def run_chains(
     fge_chunks: list[np.ndarray] = []
     extra_chunks: list[dict[str, np.ndarray]] = []
     start = time.perf_counter()
-    for i in range(num_draws // draws_per_chunk):
+    stop_reason, done = "fixed length", 0
+    max_draws = num_draws if converge is None else max(num_draws, converge.max_steps // thinning)
+    while done < max_draws:
         states, t, losses, fge, extras = compiled(states, t, posterior, params, chain_keys)
         loss_chunks.append(np.asarray(losses))  # blocks: the chunk is done
         fge_chunks.append(np.asarray(fge, dtype=np.float64))
         extra_chunks.append({k: np.asarray(v) for k, v in extras.items()})
-        if progress and num_draws > draws_per_chunk:
-            _log_progress(label, "step", (i + 1) * draws_per_chunk * thinning, num_steps, time.perf_counter() - start)
+        done += draws_per_chunk
+        if progress and max_draws > draws_per_chunk:
+            _log_progress(label, "step", done * thinning, num_steps if done <= num_draws else max_draws * thinning, time.perf_counter() - start)
+        if converge is None:
+            continue
+        if done >= num_draws:
+            so_far = np.concatenate(loss_chunks, axis=0).T
+            burn = int(np.sum(thinning * np.arange(1, done + 1) <= converge.burnin(done * thinning)))
+            ok, rhat, ess = converged(so_far, burn, converge.rhat, converge.ess)
+            if ok:
+                stop_reason = "converged"
+                break
+        if done + draws_per_chunk > max_draws:
+            stop_reason = "work cap"
+            break
+    if converge is not None:
+        num_draws, num_steps = done, done * thinning
+        num_burnin = converge.burnin(num_steps)
     sampling_time = time.perf_counter() - start
 
     step = thinning * np.arange(1, num_draws + 1)
@@ -383,4 +428,5 @@ def run_chains(
         warmup_compile_time_s=warmup_compile,
         num_warmup_steps=num_warmup_steps,
         devices=1 if mesh is None else int(mesh.devices.size),
+        stop_reason=stop_reason,
     )

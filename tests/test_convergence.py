@@ -1,0 +1,67 @@
+"""Sampling until converged (sampler.max_steps): chains that start at w* far from equilibrium keep
+sampling until split R-hat and bulk ESS are met; the work cap stops them with a warning; the
+stopping reason and the work are in metrics.json and the sweep table; without max_steps the run
+is the fixed-length one, draw for draw."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lambda_hat.samplers.driver import converged
+from tests.conftest import run_cli
+
+# The smoke DLN (d 48, λ 8) with SGLD at a fixed small step: 200 steps leave the chains far from
+# equilibrium (λ̂ still rising from 0 at w*).
+BASE = [
+    "model.widths=[4,6,4]", "model.true_rank=2", "model.teacher=top", "data.n=1000", "posterior.gamma=100",
+    "sampler.target_mala_accept=null", "sampler.step_size=1e-5", "sampler.num_chains=4", "sampler.num_steps=200",
+    "mlflow.enabled=false", "progress=false", "plots=false",
+]  # fmt: skip
+
+
+def _run(tmp_path: Path, name: str, *extra: str) -> dict:
+    proc = run_cli([*BASE, *extra, f"hydra.run.dir={tmp_path / name}"], cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((tmp_path / name / "metrics.json").read_text())
+
+
+def test_a_chain_far_from_equilibrium_samples_until_converged_and_the_cap_stops_it(tmp_path: Path) -> None:
+    fixed = _run(tmp_path, "fixed")
+    assert fixed["stop_reason"] == "fixed length" and fixed["num_steps"] == 200 and fixed["r_hat"] > 1.05
+    until = _run(tmp_path, "until", "sampler.max_steps=100000", "sampler.converge_rhat=1.02", "sampler.converge_ess=200")
+    assert until["stop_reason"] == "converged", until
+    assert 200 < until["num_steps"] < 100000 and until["num_burnin"] == until["num_steps"] // 2
+    assert until["r_hat"] <= 1.03 and until["ess_bulk"] >= 150  # blackjax's numbers, near arviz's
+    assert abs(until["llc_mean"] / 8.0 - 1) < abs(fixed["llc_mean"] / 8.0 - 1)  # longer = closer to λ
+    assert until["n_fge"] > fixed["n_fge"]
+    capped = _run(tmp_path, "capped", "sampler.max_steps=400", "sampler.converge_ess=1e9")
+    assert capped["stop_reason"] == "work cap" and capped["num_steps"] == 400
+    assert any("work cap sampler.max_steps=400" in w and "raise sampler.max_steps" in w for w in capped["warnings"])
+
+
+def test_the_sweep_table_has_each_jobs_stopping_reason(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    proc = run_cli(["--multirun", *BASE, "sampler.max_steps=400,null", "sampler.converge_ess=1e9", f"hydra.sweep.dir={sweep}"], cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = pd.read_parquet(sweep / "llc_runs.parquet").sort_values("job_num")
+    assert list(table["stop_reason"]) == ["work cap", "fixed length"]
+    assert list(table["num_steps"]) == [400, 200]
+
+
+def test_convergence_check() -> None:
+    rng = np.random.default_rng(0)
+    mixed = rng.normal(size=(4, 2000))
+    assert converged(mixed, 0, 1.01, 400)[0]
+    drifting = mixed + np.linspace(0, 5, 2000)  # a trend: the split halves disagree
+    ok, rhat, _ = converged(drifting, 0, 1.01, 400)
+    assert not ok and rhat > 1.01
+    apart = mixed + np.arange(4)[:, None]  # chains at different levels
+    assert not converged(apart, 0, 1.01, 400)[0]
+    assert not converged(mixed[:, :4], 0, 1.01, 1)[0]  # too few draws to judge
+    with_nan = mixed.copy()
+    with_nan[0, 5] = np.nan  # a diverged chain is left out, as the estimate leaves it out
+    assert converged(with_nan, 0, 1.01, 400)[0]
