@@ -179,3 +179,25 @@ def test_is_calibration(target_mala_accept, steps, expected) -> None:
     # an Optuna search draws γ with the step: no (nβ, γ) at two steps, not a calibration grid
     search = t.assign(**{"cfg.posterior.beta0": 1.0, "cfg.posterior.gamma": [0.6, 166.0]})
     assert calibration.is_calibration(search) is False
+
+
+def test_reference_check_of_a_user_target_runs_nuts_once_and_caches_it(tmp_path: Path) -> None:
+    """No known λ: --reference runs the recommended setting's target and posterior with NUTS, caches
+    it, and a second call reuses it. Of two healthy steps that disagree, the smaller is kept."""
+    sweep, cache = tmp_path / "cal", tmp_path / "cache"
+    args = [
+        "--multirun", "+experiment=calibration", "model=user", "model.factory=tests.factories:linear",
+        "sampler.step_size=1e-4,1e-3", "posterior.beta0=1", "sampler.batch_size=200",
+        f"hydra.sweep.dir={sweep}", f"cache_dir={cache}", "mlflow.enabled=false",
+    ]  # fmt: skip
+    proc = run_cli(args, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    for _ in range(2):
+        out = subprocess.run(
+            [sys.executable, "-m", "lambda_hat.calibrate", str(sweep), "--reference"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert "reference (reference-run): λ = " in out.stdout
+        assert "sampler.step_size=0.0001" in out.stdout  # the smaller of two disagreeing healthy steps
+    assert len(list((cache / "references").glob("*/reference.json"))) == 1

@@ -22,7 +22,9 @@ the first that fires giving a setting its verdict:
 7. otherwise **healthy**.
 
 The *flat region* of one (nβ, γ) is the longest run of consecutive grid steps that are all healthy
-and whose λ̂ agree pairwise within ``FLAT_REL`` = 5% (or within 3 combined standard errors). The
+and whose λ̂ agree pairwise within ``FLAT_REL`` = 5% (or within 3 combined standard errors); of
+runs equally long, the one with the smaller steps (less discretization bias: on a 3-parameter
+regression two healthy steps, 1e-4 and 1e-3, gave −5% and +15% against a NUTS reference). The
 recommended setting comes from the (nβ, γ) with the longest flat region (ties: nβ closest to the
 default n/log n, then the smaller γ), and within it the step whose MALA acceptance is closest to
 ``MALA_BEST`` = 0.95 — the acceptance our tuner targets, measured the most accurate of 0.9 /
@@ -155,7 +157,7 @@ def _agree(a: pd.Series, b: pd.Series) -> bool:
 
 def flat_region(group: pd.DataFrame) -> list[Any]:
     """Index labels of the longest run of consecutive healthy steps whose λ̂ agree pairwise (ties:
-    the run with the larger steps, which mixes faster per unit of work)."""
+    the run with the smaller steps, whose discretization bias is smaller)."""
     best: list[Any] = []
     labels = list(group.sort_values("step_size").index)
     for i in range(len(labels)):
@@ -164,7 +166,7 @@ def flat_region(group: pd.DataFrame) -> list[Any]:
             if group.at[j, "verdict"] != HEALTHY or not all(_agree(group.loc[j], group.loc[k]) for k in run):
                 break
             run.append(j)
-        if len(run) >= len(best):
+        if len(run) > len(best):
             best = run
     return best
 
@@ -188,9 +190,11 @@ def recommend(table: pd.DataFrame) -> dict[str, Any] | None:
             f"({pick['mala_accept']:.2f}) is closest to {MALA_BEST}"
         )
     else:
+        healthy = int((table["verdict"] == HEALTHY).sum())
         why = (
-            f"the only healthy setting in a flat region of one step (nβ = {pick['nbeta']:.4g}, γ {gamma:g}); "
-            "refine the grid around it (e.g. steps ×/÷ 2) to see whether λ̂ is flat there"
+            f"a flat region of one step (nβ = {pick['nbeta']:.4g}, γ {gamma:g}"
+            + (f"; the {healthy} healthy steps' λ̂ disagree by more than {FLAT_REL:.0%}, the smallest kept" if healthy > 1 else "")
+            + "); refine the grid around it (e.g. steps ×/÷ 2) to see whether λ̂ is flat there"
         )
     overrides = f"sampler.target_mala_accept=null sampler.step_size={pick['step_size']:g} posterior.beta0={beta0:g} posterior.gamma={gamma:g}"
     return {**pick.to_dict(), "why": why, "use": overrides, "flat_steps": [float(s) for s in steps]}
