@@ -70,17 +70,17 @@ def estimate_llc(loss: np.ndarray, num_burnin_draws: int, nbeta: float, L0: floa
 
 
 def e_bfmi(energy: np.ndarray) -> np.ndarray:
-    """Energy Bayesian fraction of missing information per chain (Betancourt 2016).
+    """Energy Bayesian fraction of missing information per chain (Betancourt 2016), arviz-stats'
+    ``bfmi``: Σ (E_t - E_{t-1})² / Σ (E_t - Ē)²; values below ~0.3 flag poor momentum resampling.
+    NaN for a chain whose energy is not finite (a runaway chain) or constant."""
+    from arviz_stats.base import array_stats
 
-    E-BFMI = Σ (E_t - E_{t-1})² / Σ (E_t - Ē)²; values below ~0.3 flag poor momentum resampling.
-    Two lines of numpy; blackjax has no E-BFMI and arviz would be a heavy dependency for it.
-    """
     energy = np.asarray(energy, dtype=np.float64)
-    with np.errstate(over="ignore", invalid="ignore"):  # a chain with a runaway energy gets NaN
-        num = np.sum(np.diff(energy, axis=1) ** 2, axis=1)
-        den = np.sum((energy - energy.mean(axis=1, keepdims=True)) ** 2, axis=1)
-        out = num / np.where(den > 0, den, np.nan)
-    return np.where(np.isfinite(out), out, np.nan)
+    out = np.full(energy.shape[0], np.nan)
+    for c, row in enumerate(energy):
+        if np.all(np.isfinite(row)) and np.ptp(row) > 0:
+            out[c] = float(np.ravel(array_stats.bfmi(row[None, :]))[0])
+    return out
 
 
 def sampler_diagnostics(trace: Any, thinning: int) -> dict[str, Any]:

@@ -60,3 +60,16 @@ def test_health_warnings_point_to_step_tuning_when_the_step_is_too_small_to_mix(
     assert not any("target_mala_accept" in w for w in health_warnings({**under_mixed, "tune_mala_accept": 0.9}))
     # too large a step: the hint rides along with the bias warning
     assert any("too large" in w and "target_mala_accept" in w for w in health_warnings({"mala_accept": 0.6}))
+
+
+def test_e_bfmi_is_arviz_stats_bfmi_and_equals_its_formula() -> None:
+    from lambda_hat.llc import e_bfmi
+
+    rng = np.random.default_rng(0)
+    energy = np.cumsum(rng.normal(size=(3, 400)), axis=1) * 0.2 + rng.normal(size=(3, 400))
+    formula = np.sum(np.diff(energy, axis=1) ** 2, axis=1) / np.sum((energy - energy.mean(axis=1, keepdims=True)) ** 2, axis=1)
+    np.testing.assert_allclose(e_bfmi(energy), formula, rtol=1e-10)
+    energy[1, 7] = np.inf
+    energy[2] = 1.0
+    out = e_bfmi(energy)
+    assert np.isfinite(out[0]) and np.isnan(out[1]) and np.isnan(out[2])
