@@ -121,4 +121,6 @@ def write_figure(sweep_dir: Path, table: Any) -> Path | None:
         return None
     from lambda_hat.report import figures
 
-    return figures.save(figures.llc_over_training(rows), Path(sweep_dir) / FIGURE)
+    models = sorted({str(m) for m in rows["model"].dropna()}) if "model" in rows else []
+    title = f"λ̂ over training: {', '.join(models)}" if models else ""
+    return figures.save(figures.llc_over_training(rows, title), Path(sweep_dir) / FIGURE)
