@@ -173,6 +173,48 @@ def test_slurm_cpu_sweep_with_a_running_and_a_pending_job_cancelled(tmp_path: Pa
         subprocess.run(["scancel", "--name", name], capture_output=True)
 
 
+@pytest.mark.slurm
+@pytest.mark.timeout(900)
+def test_an_unschedulable_slurm_request_ends_the_sweep_with_the_reason(tmp_path: Path) -> None:
+    """The dev cluster's one node has 2 CPUs: 64 CPUs per job stays PENDING (PartitionConfig) for
+    ever. The sweep says so within a poll or two, with what to change, cancels the jobs and ends
+    with their rows marked cancelled."""
+    name = f"lh_test_unsched_{os.getpid()}_{int(time.time())}"
+    started = time.monotonic()
+    proc = start_multirun(
+        [
+            "hydra/launcher=slurm_cpu",
+            f"hydra.launcher.name={name}",
+            "hydra.launcher.cpus_per_task=64",
+            "hydra.launcher.mem_gb=1",
+            "hydra.launcher.poll_s=1",
+            "seed=0,1",
+        ],
+        tmp_path,
+    )
+    try:
+        out = finish(proc, 600)
+    finally:
+        subprocess.run(["scancel", "--name", name], capture_output=True)
+    assert proc.returncode == 1, out[-4000:]
+    assert "PENDING (PartitionConfig)" in out and "hydra.launcher.cpus_per_task (now 64)" in out, out[-4000:]
+    assert time.monotonic() - started < 600
+    (table,) = tmp_path.glob("multirun/*/*/llc_runs.parquet")
+    df = pd.read_parquet(table)
+    assert list(df["status"]) == ["cancelled", "cancelled"]
+    assert df["error"].str.contains("PartitionConfig").all()
+    assert not squeue(name)  # nothing left waiting in the queue
+
+
+def test_unschedulable_reasons() -> None:
+    from lambda_hat.sweeps.launchers import unschedulable
+
+    for reason in ("PartitionConfig", "PartitionTimeLimit", "QOSMaxCpuPerJobLimit", "AssocMaxWallDurationPerJobLimit"):
+        assert unschedulable(reason), reason
+    for reason in ("Resources", "Priority", "ReqNodeNotAvail, UnavailableNodes:n1", "Dependency", "QOSGrpCpuLimit", ""):
+        assert not unschedulable(reason), reason
+
+
 def test_slurm_gpu_sbatch_script_has_gpu_memory_time_and_jax_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from hydra_plugins.lambda_hat_launchers import SlurmLauncher
 

@@ -47,6 +47,27 @@ def job_status(state: str) -> str:
     return _STATUS.get(state.split()[0].upper() if state else "", "killed")
 
 
+# Pending reasons a job never leaves by itself: the request exceeds what the partition, QOS or
+# association allows (squeue's %r; SLURM's "Resources" and "Priority" are waits, not these).
+_NEVER = ("PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit", "BadConstraints", "InvalidQOS", "InvalidAccount")
+_NEVER_PREFIXES = ("QOSMax", "AssocMax", "QOSMin")
+
+
+def unschedulable(reason: str) -> bool:
+    """Whether a pending job's reason (squeue %r) says it can never start as requested."""
+    return reason in _NEVER or (reason.startswith(_NEVER_PREFIXES) and "PerJob" in reason)
+
+
+def _pending_reasons(array_id: str) -> dict[str, str]:
+    """Task id -> squeue's reason, for the array's tasks that are PENDING ({} if squeue cannot tell)."""
+    try:
+        out = subprocess.run(["squeue", "-h", "-r", "-j", array_id, "-t", "PD", "-o", "%i %r"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    pairs = (line.split(None, 1) for line in out.stdout.splitlines() if line.strip())
+    return {p[0]: p[1].strip() for p in pairs if len(p) == 2} if out.returncode == 0 else {}
+
+
 def _squeue(array_id: str) -> set[str] | None:
     """Task ids ("A_i") of the array still queued or running; None if squeue cannot tell."""
     try:
@@ -324,17 +345,35 @@ class SlurmLauncher(_Launcher):
         results: list[JobReturn | None] = [None] * len(jobs)
         dead_since: dict[str, float] = {}
         gone_since: dict[str, float] = {}
+        never_seen: dict[str, int] = {}  # task id -> polls it was seen pending for a reason that never resolves
         last_poll = 0.0
         while any(r is None for r in results):
             queued: set[str] | None = None
+            pending: dict[str, str] = {}
             if time.monotonic() - last_poll >= self.poll_s:
                 # One sacct call for every job, at a fixed pace (submitit backs off to minutes).
                 submitted[0].watcher.update()
                 queued = _squeue(submitted[0].job_id.split("_")[0])
+                pending = _pending_reasons(submitted[0].job_id.split("_")[0])
                 last_poll = time.monotonic()
             for i, job in enumerate(submitted):
                 if results[i] is not None:
                     continue
+                reason = pending.get(job.job_id, "")
+                if unschedulable(reason):
+                    # Seen twice (a poll apart): the scheduler's verdict, not a transient state. It
+                    # would wait forever; cancel it and say what to change.
+                    never_seen[job.job_id] = never_seen.get(job.job_id, 0) + 1
+                    if never_seen[job.job_id] >= 2:
+                        subprocess.run(["scancel", job.job_id], capture_output=True, timeout=30)
+                        why = (
+                            f"slurm job {job.job_id}: PENDING ({reason}), which SLURM never starts: the request exceeds what "
+                            f"the partition allows; lower hydra.launcher.cpus_per_task (now {self.params.get('cpus_per_task')}), "
+                            f"hydra.launcher.mem_gb (now {self.params.get('mem_gb')}), the GPUs or timeout_min, or choose "
+                            "another hydra.launcher.partition (sinfo lists them)"
+                        )
+                        results[i] = self._ended_without_result(job, jobs[i], why, "cancelled")
+                        continue
                 results[i] = self._collect(job, jobs[i], dead_since)
                 # An array task cancelled while pending can leave no sacct record (slurm 22.05):
                 # submitit would wait for it forever. Gone from squeue and unknown to sacct = ended.
