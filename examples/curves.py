@@ -8,9 +8,13 @@ step from its llc_runs.parquet. The figure is llc_over_training.png beside the t
 
 from __future__ import annotations
 
+import argparse
+import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def run_curve(factory: str, folder: str, extra: list[str], sampler: list[str] | None = None) -> int:
@@ -41,3 +45,25 @@ def run_curve(factory: str, folder: str, extra: list[str], sampler: list[str] | 
     print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"table: {table}\nfigure: {sweep / 'llc_over_training.png'}")
     return rc
+
+
+def save_checkpoint(folder: str, step: int, params: Any, info: dict[str, float]) -> None:
+    """folder/step_000250.npz and its sidecar step_000250.json ({"step", losses, ...}), and a line."""
+    import lambda_hat as lh
+
+    Path(folder).mkdir(exist_ok=True)
+    lh.save_npz(f"{folder}/step_{step:06d}.npz", params)
+    Path(f"{folder}/step_{step:06d}.json").write_text(json.dumps({"step": step, **info}))
+    print(f"step {step:5d}: " + ", ".join(f"{k.replace('_', ' ')} {v:.4g}" for k, v in info.items()), flush=True)
+
+
+def main(description: str, train: Callable[[int, int], None], factory: str, folder: str, sampler: list[str], steps: int, every: int) -> int:
+    """An example's command line: `train` (checkpoints every --every steps), or `curve` (train,
+    then λ̂ at each checkpoint); unknown arguments go to lambda_hat (e.g. mlflow.enabled=false)."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("command", choices=["train", "curve"], nargs="?", default="curve")
+    ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--every", type=int, default=every)
+    args, more = ap.parse_known_args()
+    train(args.steps, args.every)
+    return run_curve(factory, folder, more, sampler=sampler) if args.command == "curve" else 0

@@ -12,14 +12,13 @@ examples/digits_mlp.py: 1,500 training images, the last 297 held out for the tes
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import optax
 
 import lambda_hat as lh
+from examples.curves import save_checkpoint
 from examples.digits_mlp import load_digits
 
 CKPTS = "cnn_ckpts"
@@ -75,27 +74,14 @@ def train(steps: int = 2000, every: int = 250, seed: int = 0, path: str = "digit
         return optax.apply_updates(params, updates), state
 
     evaluate = jax.jit(mean_loss)
-    Path(CKPTS).mkdir(exist_ok=True)
     for t in range(1, steps + 1):
         params, state = step(params, state)
         if every and t % every == 0:
-            info = {"step": t, "train_loss": float(evaluate(params, x, y)), "test_loss": float(evaluate(params, xt, yt))}
-            lh.save_npz(f"{CKPTS}/step_{t:06d}.npz", params)
-            Path(f"{CKPTS}/step_{t:06d}.json").write_text(json.dumps(info))
-            print(f"step {t:5d}: train loss {info['train_loss']:.4g}, test loss {info['test_loss']:.4g}", flush=True)
+            save_checkpoint(CKPTS, t, params, {"train_loss": float(evaluate(params, x, y)), "test_loss": float(evaluate(params, xt, yt))})
     lh.save_npz(path, params)
 
 
 if __name__ == "__main__":
-    import argparse
+    from examples.curves import main
 
-    from examples.curves import run_curve
-
-    ap = argparse.ArgumentParser(description="the digits CNN: train it, then λ̂ at each checkpoint")
-    ap.add_argument("command", choices=["train", "curve"], nargs="?", default="curve")
-    ap.add_argument("--steps", type=int, default=2000)
-    ap.add_argument("--every", type=int, default=250)
-    args, more = ap.parse_known_args()  # the rest goes to lambda_hat
-    train(args.steps, args.every)
-    if args.command == "curve":
-        raise SystemExit(run_curve("examples.digits_cnn:target", CKPTS, more, sampler=CURVE_SAMPLER))
+    raise SystemExit(main("the digits CNN: train it, then λ̂ at each checkpoint", train, "examples.digits_cnn:target", CKPTS, CURVE_SAMPLER, 2000, 250))

@@ -23,8 +23,6 @@ the MLP ("mlp") and the embeddings ("embed") for weight-refined λ̂.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +30,7 @@ import numpy as np
 import optax
 
 import lambda_hat as lh
+from examples.curves import save_checkpoint
 
 P = 47  # the modulus (vocabulary: 0..P-1 and "=")
 D, HEADS, MLP = 32, 4, 128  # width, heads (head width D / HEADS), MLP width
@@ -122,28 +121,16 @@ def train(steps: int = 5000, every: int = 250, seed: int = 0, path: str = "grok.
         return optax.apply_updates(params, updates), state
 
     evaluate = jax.jit(loss_acc)
-    Path(CKPTS).mkdir(exist_ok=True)
     for t in range(1, steps + 1):
         params, state = step(params, state)
         if every and t % every == 0:
             (train_loss, train_acc), (test_loss, test_acc) = evaluate(params, x, y), evaluate(params, xt, yt)
-            info = {"step": t, "train_loss": float(train_loss), "test_loss": float(test_loss), "train_acc": float(train_acc), "test_acc": float(test_acc)}
-            lh.save_npz(f"{CKPTS}/step_{t:06d}.npz", params)
-            Path(f"{CKPTS}/step_{t:06d}.json").write_text(json.dumps(info))
-            print(f"step {t:5d}: train loss {train_loss:.3g} (acc {train_acc:.2f}), test loss {test_loss:.3g} (acc {test_acc:.2f})", flush=True)
+            info = {"train_loss": train_loss, "test_loss": test_loss, "train_acc": train_acc, "test_acc": test_acc}
+            save_checkpoint(CKPTS, t, params, {k: float(v) for k, v in info.items()})
     lh.save_npz(path, params)
 
 
 if __name__ == "__main__":
-    import argparse
+    from examples.curves import main
 
-    from examples.curves import run_curve
-
-    ap = argparse.ArgumentParser(description="the grokking transformer: train it, then λ̂ at each checkpoint")
-    ap.add_argument("command", choices=["train", "curve"], nargs="?", default="curve")
-    ap.add_argument("--steps", type=int, default=5000)
-    ap.add_argument("--every", type=int, default=250)
-    args, more = ap.parse_known_args()  # the rest goes to lambda_hat (e.g. hydra/launcher=local_parallel)
-    train(args.steps, args.every)
-    if args.command == "curve":
-        raise SystemExit(run_curve("examples.grokking:target", CKPTS, more, sampler=CURVE_SAMPLER))
+    raise SystemExit(main("the grokking transformer: train it, then λ̂ at each checkpoint", train, "examples.grokking:target", CKPTS, CURVE_SAMPLER, 5000, 250))
