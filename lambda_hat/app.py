@@ -24,13 +24,9 @@ from omegaconf.errors import OmegaConfBaseException
 from lambda_hat.composition import CONF_DIR, compose_config, describe_error
 from lambda_hat.config import ConfigError
 from lambda_hat.registry import validate
+from lambda_hat.sweeps import outcome  # what the sweep came to, for the exit status
 
 log = logging.getLogger("lambda_hat")
-
-# Output folders of this process's sweep jobs that failed (the basic launcher runs them here).
-_failed_jobs: list[str] = []
-# Sweep folders whose jobs ran in this process (for the table written when a sweep is interrupted).
-_sweep_dirs: set[str] = set()
 
 _VALUE_FLAGS = {
     "--config-path",
@@ -314,7 +310,7 @@ def hydra_app(cfg: DictConfig) -> float | None:
             from lambda_hat.sweeps import parent
 
             hc = HydraConfig.get()
-            _sweep_dirs.add(str(Path(hc.sweep.dir).resolve()))
+            outcome.current().sweep_dirs.add(str(Path(hc.sweep.dir).resolve()))
             run_tags = {"lambda_hat.job_num": str(hc.job.num), "lambda_hat.overrides": " ".join(hc.overrides.task)}
             parent_id = parent.find(Path(hc.sweep.dir))
             if parent_id is not None:
@@ -338,7 +334,7 @@ def hydra_app(cfg: DictConfig) -> float | None:
             print(f"lambda_hat: error: {e}; the results are in {out_dir}", file=sys.stderr, flush=True)
             if sweeping:  # SystemExit would end the whole sweep
                 write_failure(out_dir, "failed", f"tracking failed: {e}")
-                _failed_jobs.append(str(out_dir))
+                outcome.current().failed_jobs.append(str(out_dir))
                 return None
             raise SystemExit(3) from None
         except (KeyboardInterrupt, SystemExit) as e:
@@ -351,7 +347,7 @@ def hydra_app(cfg: DictConfig) -> float | None:
             if sweeping and isinstance(e, Exception):
                 log.error("job failed: %s", message)
                 print(f"lambda_hat: error: {message} (job {out_dir})", file=sys.stderr, flush=True)
-                _failed_jobs.append(str(out_dir))
+                outcome.current().failed_jobs.append(str(out_dir))
                 return None
             if isinstance(e, Exception) and os.environ.get("HYDRA_FULL_ERROR") != "1":
                 # One line, not Hydra's traceback; the traceback is one variable away.
@@ -434,7 +430,7 @@ def _resume_in_place(argv: list[str]) -> None:
 
 def _interrupted() -> None:
     """Ctrl-C: the finished jobs are on disk; write the sweep table so far and say how to go on."""
-    for sweep in sorted(_sweep_dirs):
+    for sweep in sorted(outcome.current().sweep_dirs):
         try:
             from lambda_hat.sweeps import aggregate
 
@@ -443,7 +439,7 @@ def _interrupted() -> None:
             print(f"lambda_hat: interrupted; sweep table so far: {aggregate.summary_line(df, path)}", file=sys.stderr)
         except Exception as e:  # the jobs' files are there; python -m lambda_hat.aggregate rebuilds it
             print(f"lambda_hat: interrupted; table not written ({e})", file=sys.stderr)
-    if _sweep_dirs:
+    if outcome.current().sweep_dirs:
         print("lambda_hat: re-run the same command with resume=true to run only the unfinished jobs", file=sys.stderr)
     else:
         print("lambda_hat: interrupted", file=sys.stderr)
@@ -473,27 +469,8 @@ def main() -> None:
     except KeyboardInterrupt:
         _interrupted()
         sys.exit(130)
-    from lambda_hat.sweeps import callbacks
-
-    table = callbacks.last_summary  # set by AggregateCallback in the launching process, any launcher
-    failed = max(len(_failed_jobs), table["failed"] if table else 0)
-    # Jobs ended from outside (SIGKILL, scancel, a time limit) left no result either: a script
-    # chaining on this command must see it, as for a failed job (their rows say which).
-    ended: dict[str, int] = {}
-    if table:
-        from lambda_hat.sweeps.aggregate import ENDED_BY_SIGNAL
-
-        ended = {k: int(table.get(k, 0)) for k in ENDED_BY_SIGNAL}
-    unfinished = sum(ended.values())
-    search = sys.modules.get("lambda_hat.sweeps.optuna_sweeper")
-    if (failed or unfinished) and search is not None and search.search_ran:
-        print(f"lambda_hat: {failed + unfinished} trial(s) failed (recorded as FAIL in the study)", file=sys.stderr)
-        return
-    if failed or unfinished:
-        where = f"; see {table['path']}" if table else ""
-        parts = [f"{failed} job(s) of the sweep failed"] * bool(failed)
-        if unfinished:
-            what = ", ".join(f"{n} {k}" for k, n in ended.items() if n)
-            parts.append(f"{unfinished} job(s) of the sweep ended before finishing ({what})")
-        print(f"lambda_hat: error: {'; '.join(parts)}{where}", file=sys.stderr)
-        sys.exit(1)
+    code, message = outcome.current().exit_status()
+    if message:
+        print(message, file=sys.stderr)
+    if code:
+        sys.exit(code)

@@ -294,7 +294,9 @@ def test_callback_writes_the_table_and_never_raises(tmp_path: Path, caplog: Any)
     cb.on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
     df = pd.read_parquet(sweep / "llc_runs.parquet")
     assert list(df["status"]) == ["ok", "failed"]
-    assert callbacks.last_summary == {"jobs": 2, "ok": 1, "failed": 1, "killed": 0, "path": str(sweep / "llc_runs.parquet")}
+    from lambda_hat.sweeps import outcome
+
+    assert outcome.current().table == {"jobs": 2, "ok": 1, "failed": 1, "killed": 0, "path": str(sweep / "llc_runs.parquet")}
     # nothing to aggregate, a broken config, an unwritable folder: a warning, never an exception
     cb.on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "none")}}}))
     cb.on_multirun_end(OmegaConf.create({}))

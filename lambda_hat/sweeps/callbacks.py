@@ -22,10 +22,6 @@ from omegaconf import DictConfig
 
 log = logging.getLogger("lambda_hat")
 
-# The counts of the last table this process built ({"jobs", "ok", "failed", "killed", ...} plus
-# "path"), or None: lets the launching process exit non-zero when jobs failed, whatever the launcher.
-last_summary: dict[str, Any] | None = None
-
 
 class AggregateCallback(Callback):
     """on_multirun_end: collect hydra.sweep.dir into <sweep dir>/<filename>, end the MLflow runs of
@@ -46,7 +42,6 @@ class AggregateCallback(Callback):
             log.warning("no MLflow parent run for this sweep (%s: %s)", type(e).__name__, " ".join(str(e).split())[:300])
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        global last_summary
         try:
             from lambda_hat.sweeps import aggregate
 
@@ -58,7 +53,10 @@ class AggregateCallback(Callback):
             if self.finalize_mlflow:
                 df = aggregate.finalize_orphan_runs(df)
             path = aggregate.write_table(sweep_dir, df, self.filename)
-            last_summary = {**aggregate.summarize(df), "path": str(path)}
+            from lambda_hat.sweeps import outcome
+
+            # the counts let the launching process exit non-zero when jobs failed, whatever the launcher
+            summary = outcome.current().table = {**aggregate.summarize(df), "path": str(path)}
             log.info("sweep table: %s", aggregate.summary_line(df, path))
             from lambda_hat.sweeps import checkpoints, parent
 
@@ -71,7 +69,7 @@ class AggregateCallback(Callback):
             if report is not None:
                 log.info("%s -> %s", report.summary_line(), report.paths["calibration.md"])
 
-            parent.finish(sweep_dir, path, last_summary)
+            parent.finish(sweep_dir, path, summary)
         except Exception as e:  # the jobs' own files are on disk; `python -m lambda_hat.aggregate` rebuilds it
             log.warning(
                 "sweep table not written (%s: %s); rebuild it with: python -m lambda_hat.aggregate %s",

@@ -88,14 +88,10 @@ class ResumableOptunaSweeper(Sweeper):
         self.sweeper.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> Any:
-        global search_ran
-        search_ran = True
+        from lambda_hat.sweeps import outcome
+
+        outcome.current().search_ran = True  # its failed trials are FAIL trials of the study
         return self.sweeper.sweep(arguments)
-
-
-# Set once a search ran in this process: its failed trials are FAIL trials of the study, not a
-# failure of the command (lambda_hat.app.main exits 0 for a search, 1 for a grid with failed jobs).
-search_ran = False
 
 
 # ---------------------------------------------------------------- the SGLD family's extra knobs
