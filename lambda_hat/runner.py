@@ -53,8 +53,15 @@ def cache_dir_of(cfg: DictConfig) -> Path:
 
 def configure_compilation_cache(cfg: DictConfig) -> None:
     """Persistent XLA cache, so a repeated run skips most compilation."""
-    path = cfg.compilation_cache_dir or str(cache_dir_of(cfg) / "xla")
-    jax.config.update("jax_compilation_cache_dir", str(Path(path).expanduser()))
+    path = Path(cfg.compilation_cache_dir or str(cache_dir_of(cfg) / "xla")).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        # A folder that cannot exist (cache_dir under a file, no permission): JAX would keep that
+        # setting for the rest of the process and warn at every later compile; the cache_dir error
+        # itself is reported, in one line, where the target cache is opened.
+        return
+    jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 
