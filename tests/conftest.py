@@ -66,7 +66,8 @@ def slurm_missing() -> str | None:
     except (OSError, subprocess.SubprocessError) as e:
         return f"sinfo: {e}"
     states = out.stdout.split()
-    if out.returncode != 0 or not any(s.rstrip("*") in ("idle", "mixed", "allocated") for s in states):
+    # "completing": the node is still cleaning up the previous test's jobs; it takes new ones after
+    if out.returncode != 0 or not any(s.rstrip("*~#") in ("idle", "mixed", "allocated", "completing") for s in states):
         return f"no SLURM node up (sinfo: {' '.join((out.stdout + out.stderr).split())[:200]})"
     return None
 
