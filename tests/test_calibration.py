@@ -181,6 +181,7 @@ def test_is_calibration(target_mala_accept, steps, expected) -> None:
     assert calibration.is_calibration(search) is False
 
 
+@pytest.mark.slow  # ~30 s (a 2-job sweep and a NUTS reference run); CI stays under 20 min
 def test_reference_check_of_a_user_target_runs_nuts_once_and_caches_it(tmp_path: Path) -> None:
     """No known λ: --reference runs the recommended setting's target and posterior with NUTS, caches
     it, and a second call reuses it. Of two healthy steps that disagree, the smaller is kept."""
