@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format=f"{PROG}: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
-    from lambda_hat.sweeps import aggregate
+    from lambda_hat.sweeps import aggregate, mlflow_table, orphans
 
     if args.accuracy and args.dirs and all(d.endswith(".parquet") for d in args.dirs):
         import pandas as pd
@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _print_accuracy(pd.concat([pd.read_parquet(d) for d in args.dirs], ignore_index=True), args.by, fail)
     if args.mlflow_experiment:
         try:
-            df = aggregate.from_mlflow(args.mlflow_experiment, args.tracking_uri)
+            df = mlflow_table.from_mlflow(args.mlflow_experiment, args.tracking_uri)
         except ValueError as e:
             return fail(str(e))
         if not len(df):
@@ -92,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not len(df):
             return fail(f"{' '.join(map(str, dirs))}: no job folders (.hydra/config.yaml) under it")
         if not args.no_finalize:
-            df = aggregate.finalize_orphan_runs(df, min_idle_s=args.min_idle)
+            df = orphans.finalize_orphan_runs(df, min_idle_s=args.min_idle)
     if args.out is None and len(args.dirs) != 1:  # --accuracy over several folders: print only
         print(aggregate.summary_line(df))
     else:

@@ -16,6 +16,7 @@ from hydra.errors import MissingConfigException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from lambda_hat.budget import apply_budget
 from lambda_hat.config import RENAMED_KEYS, ConfigError
 from lambda_hat.registry import register_configs
 
@@ -31,9 +32,12 @@ def compose_config(
     config_name: str = "config",
     return_hydra_config: bool = False,
 ) -> DictConfig:
-    """The config the CLI would compose for these overrides (for scripts, tests and notebooks)."""
+    """The config the CLI would compose for these overrides (for scripts, tests and notebooks),
+    sized for its budget as a run sizes it (lambda_hat.budget.apply_budget: ConfigError for an
+    override that sets a key the budget sets)."""
     with initialize_config_dir(str(Path(config_dir or CONF_DIR).resolve()), version_base="1.3"):
-        return compose(config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)
+        cfg = compose(config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)
+    return apply_budget(cfg, overrides=overrides)
 
 
 def describe_error(exc: BaseException) -> str:

@@ -1,11 +1,12 @@
-"""Every estimator and every target in one place: name -> config schema and builder (imported
-lazily), and an estimator's family.
+"""Every estimator and every target in one place: name -> config schema, checks and builder.
 
-Validating a command line reads only these tables and the schemas, so it never imports JAX; the
-builder module is imported when a run needs the kernel or the target. A new estimator is one entry
-in ESTIMATORS, a schema in ``config.py`` and a preset in ``conf/sampler/``; a new target one entry
-in TARGETS, a schema and a preset in ``conf/model/``. The ConfigStore's sampler, vi and model
-schemas are generated from these tables (register_configs, below).
+Estimators and targets are found, not listed: every module of :mod:`lambda_hat.estimators`
+declares its own ``ESTIMATORS`` (schema, family, builder, cost, range checks), every module of
+:mod:`lambda_hat.models` its ``TARGETS`` (schema, range checks, builder), so adding one touches its
+module, its preset in ``conf/`` and its tests only. Those modules are JAX-free when imported, so
+validating a command line never starts JAX; a builder imports the JAX code when a run calls it.
+The ConfigStore's sampler, vi and model schemas are generated from these tables
+(register_configs, below).
 
 Targets: a builder is called as ``build(cfg, cache_dir) -> Target`` and ``build_target``
 dispatches on ``cfg.model.name``. The built-in synthetic targets share one builder
@@ -17,86 +18,33 @@ generator (its model.name is "dln"); ``user`` imports the factory the config nam
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+import pkgutil
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
 from lambda_hat import config as C
+from lambda_hat import estimators, models
+from lambda_hat.estimators import EstimatorSpec, Family
+from lambda_hat.models import TargetSpec
+from lambda_hat.estimators.vi import VI_ALGORITHMS, VIAlgorithmSpec
 
-Family = Literal["minibatch", "full_batch", "variational"]
-
-
-@dataclass(frozen=True)
-class EstimatorSpec:
-    name: str
-    schema: type
-    # "module:function", called as builder(cfg, n) -> Kernel; for the variational family the fit
-    # driver, called by the runner with the VI algorithm of the `vi` group (VI_ALGORITHMS)
-    builder: str
-    family: Family
-    # "module:function", gradients_per_chain(cfg) -> (expected, upper bound): full-data gradients
-    # one chain spends, warm-up included; the run says the cost up front from it.
-    cost: str | None = None
-
-    def build(self, cfg: Any, n: int) -> Any:
-        """The estimator's kernel for this config and a data set of n rows."""
-        return _load(self.builder)(cfg, n)
-
-    def gradients_per_chain(self, cfg: Any) -> tuple[float, float] | None:
-        return None if self.cost is None else _load(self.cost)(cfg)
+__all__ = ["ESTIMATORS", "TARGETS", "VI_ALGORITHMS", "EstimatorSpec", "TargetSpec", "VIAlgorithmSpec", "get", "get_target", "get_vi", "names", "validate"]
 
 
-def _load(path: str) -> Any:
-    module, name = path.split(":")
-    return getattr(importlib.import_module(module), name)
+def _discover(package: Any, table: str) -> dict[str, Any]:
+    """name -> spec over every module of package (by module name), from each module's table."""
+    found: dict[str, Any] = {}
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        module = f"{package.__name__}.{info.name}"
+        for spec in getattr(importlib.import_module(module), table):
+            if spec.name in found:
+                raise RuntimeError(f"{spec.name!r} is declared twice ({module})")
+            found[spec.name] = spec
+    return found
 
 
-_SG = "lambda_hat.samplers.sgmcmc:build"
-ESTIMATORS: dict[str, EstimatorSpec] = {
-    e.name: e
-    for e in (
-        EstimatorSpec("sgld", C.SGLDConfig, _SG, "minibatch"),
-        EstimatorSpec("rmsprop_sgld", C.RMSPropSGLDConfig, _SG, "minibatch"),
-        EstimatorSpec("adam_sgld", C.AdamSGLDConfig, _SG, "minibatch"),
-        EstimatorSpec("sghmc", C.SGHMCConfig, _SG, "minibatch"),
-        EstimatorSpec("sgnht", C.SGNHTConfig, _SG, "minibatch"),
-        EstimatorSpec("hmc", C.HMCConfig, "lambda_hat.samplers.hmc:build", "full_batch", "lambda_hat.samplers.hmc:gradients_per_chain"),
-        EstimatorSpec("nuts", C.NUTSConfig, "lambda_hat.samplers.hmc:build", "full_batch", "lambda_hat.samplers.hmc:gradients_per_chain"),
-        EstimatorSpec("mclmc", C.MCLMCConfig, "lambda_hat.samplers.mclmc:build", "full_batch", "lambda_hat.samplers.mclmc:gradients_per_chain"),
-        EstimatorSpec(
-            "adjusted_mclmc",
-            C.AdjustedMCLMCConfig,
-            "lambda_hat.samplers.mclmc:build_adjusted",
-            "full_batch",
-            "lambda_hat.samplers.mclmc:gradients_per_chain_adjusted",
-        ),
-        EstimatorSpec("vi", C.VIConfig, "lambda_hat.vi.fit:run_fits", "variational"),
-    )
-}
-
-
-@dataclass(frozen=True)
-class VIAlgorithmSpec:
-    """A variational family of the ``vi`` group: builder(vi_cfg, d) -> lambda_hat.vi.base.VIFamily."""
-
-    name: str
-    schema: type
-    builder: str  # "module:function"
-    extra: str | None = None  # the optional extra (pyproject) its module needs, if any
-
-    def build(self, vi_cfg: Any, d: int) -> Any:
-        return _load(self.builder)(vi_cfg, d)
-
-
-VI_ALGORITHMS: dict[str, VIAlgorithmSpec] = {
-    a.name: a
-    for a in (
-        VIAlgorithmSpec("mfa", C.MFAConfig, "lambda_hat.vi.mfa:build"),
-        VIAlgorithmSpec("flow", C.FlowVIConfig, "lambda_hat.vi.flow:build", extra="vi"),
-    )
-}
+ESTIMATORS: dict[str, EstimatorSpec] = _discover(estimators, "ESTIMATORS")
 
 
 def get_vi(name: str) -> VIAlgorithmSpec:
@@ -119,27 +67,7 @@ def names(family: Family | None = None) -> list[str]:
     return [n for n, e in ESTIMATORS.items() if family is None or e.family == family]
 
 
-@dataclass(frozen=True)
-class TargetSpec:
-    name: str
-    schema: type
-    builder: str  # "module:function", called as builder(cfg, cache_dir) -> Target
-
-    def build(self, cfg: Any, cache_dir: Path | None = None) -> Any:
-        return _load(self.builder)(cfg, cache_dir)
-
-
-_BUILTIN = "lambda_hat.targets:build_builtin"
-TARGETS: dict[str, TargetSpec] = {
-    t.name: t
-    for t in (
-        TargetSpec("dln", C.DLNModelConfig, _BUILTIN),
-        TargetSpec("dln_random", C.RandomDLNModelConfig, _BUILTIN),
-        TargetSpec("mlp", C.MLPModelConfig, _BUILTIN),
-        TargetSpec("polynomial", C.PolynomialModelConfig, _BUILTIN),
-        TargetSpec("user", C.UserModelConfig, "lambda_hat.targets.user:build"),
-    )
-}
+TARGETS: dict[str, TargetSpec] = _discover(models, "TARGETS")
 
 
 def get_target(name: str) -> TargetSpec:
@@ -148,6 +76,11 @@ def get_target(name: str) -> TargetSpec:
         return TARGETS[name]
     except KeyError:
         raise KeyError(f"unknown target {name!r}; known: {', '.join(TARGETS)}") from None
+
+
+def _target_key(model: Any) -> str:
+    # model=dln_random composes a node whose name is "dln" (it is a DLN) with the generator's keys
+    return "dln_random" if model.name == "dln" and "size_class" in model else str(model.name)
 
 
 def register_configs() -> None:
@@ -167,8 +100,13 @@ def register_configs() -> None:
 
 
 def validate(cfg: Any) -> None:
-    """lambda_hat.config.validate plus the checks that need the estimator table (ConfigError)."""
+    """lambda_hat.config.validate (the root keys and cross-field checks), then the estimator's own
+    range checks (its module's ``check``), then the checks that need the estimator table
+    (ConfigError, one line naming the key)."""
     C.validate(cfg)
+    for spec in (get_target(_target_key(cfg.model)), get(cfg.sampler.name)):
+        if spec.check is not None:
+            spec.check(cfg)
     allowed = tuple(names("full_batch"))
     value = cfg.objective.reference.sampler
     if value not in allowed:

@@ -19,7 +19,9 @@ from typing import Any
 import jax
 from omegaconf import DictConfig
 
-from lambda_hat import outputs, registry, tracking
+from lambda_hat import outputs, registry
+from lambda_hat.cost_estimate import log_cost_estimate
+from lambda_hat.budget import apply_budget
 from lambda_hat.config import burnin_steps
 from lambda_hat.devices import configure_cpu_devices, device_record, device_warning
 from lambda_hat.llc import efficiency, estimate_llc, health_warnings, sampler_diagnostics, variational_diagnostics
@@ -28,6 +30,8 @@ from lambda_hat.posterior import Posterior, make_posterior
 from lambda_hat.samplers import build_kernel
 from lambda_hat.samplers.driver import Converge, run_chains
 from lambda_hat.targets import Target, TargetError, build_target, store
+from lambda_hat.tracking.store import check_store, resolve_tracking_uri
+from lambda_hat.tracking.tracked import log_results, mlflow_run
 from lambda_hat.trace import Trace
 
 log = logging.getLogger(__name__)
@@ -178,61 +182,6 @@ def summary_line(m: dict[str, Any]) -> str:
         + (f" | {m['stop_reason']} after {m['num_steps']:,} steps" if m.get("stop_reason") not in (None, "fixed length") else "")
         + (f" | {len(m['warnings'])} health warning(s) above" if m.get("warnings") else "")
     )
-
-
-@functools.partial(jax.jit, static_argnums=2)
-def _many_gradients(w: jax.Array, posterior: Posterior, count: int) -> jax.Array:
-    # The posterior is an argument, not a constant: later runs of the same shapes reuse the program.
-    return jax.lax.fori_loop(0, count, lambda _, v: v + 1e-30 * jax.grad(posterior.logdensity)(v), w)
-
-
-def _time_gradient(posterior: Posterior, repeats: int = 3, per_call: int = 20) -> float:
-    """Seconds per full-data gradient of the log density: a compiled loop of per_call gradients
-    (so dispatch overhead is not counted), median of a few calls."""
-    _many_gradients(posterior.w_star, posterior, per_call).block_until_ready()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        _many_gradients(posterior.w_star, posterior, per_call).block_until_ready()
-        times.append((time.perf_counter() - start) / per_call)
-    return sorted(times)[len(times) // 2]
-
-
-def _fmt_s(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
-
-
-COST_KNOBS = {
-    "hmc": "sampler.num_warmup, sampler.num_steps, sampler.num_integration_steps",
-    "nuts": "sampler.max_tree_depth, sampler.num_warmup, sampler.num_steps",
-    "mclmc": "sampler.num_steps",
-    "adjusted_mclmc": "sampler.num_steps",
-}
-
-
-def log_cost_estimate(cfg: DictConfig, posterior: Posterior, devices: int) -> dict[str, Any]:
-    """Time a few full-data gradients and say up front what a full-batch run will cost."""
-    spec = registry.get(cfg.sampler.name)
-    budget = spec.gradients_per_chain(cfg.sampler)
-    if budget is None:
-        return {}
-    expected, upper = budget
-    per_grad = _time_gradient(posterior)
-    chains = int(cfg.sampler.num_chains)
-    # chains run in parallel over the devices, vmapped within one
-    scale = per_grad * chains / max(1, devices)
-    parts = [f"1 full-data gradient = {1e3 * per_grad:.2f} ms"]
-    if expected is not None:
-        parts.append(f"{chains} chains x {expected:,.0f} gradients ~ {_fmt_s(expected * scale)}")
-    if upper is not None and upper != expected:
-        parts.append(f"at most {upper:,.0f} gradients per chain ~ {_fmt_s(upper * scale)}")
-    knobs = COST_KNOBS.get(cfg.sampler.name, "sampler.num_steps")
-    if not cfg.posterior.gram_loss or posterior.gram is None:
-        knobs += ", data.n"
-    log.info("[%s] cost estimate: %s (on %d device(s)); shorten with %s", cfg.sampler.name, "; ".join(parts), devices, knobs)
-    return {"seconds_per_gradient": per_grad, "estimated_time_s": None if expected is None else expected * scale}
 
 
 def _sample(
@@ -391,13 +340,14 @@ def run(
     target: the target to estimate (lambda_hat.estimate passes a user's); None = build the one
     cfg.model names.
 
-    Raises RunFailed when every chain diverged and tracking.TrackingError when MLflow fails
+    Raises RunFailed when every chain diverged and TrackingError (lambda_hat.tracking.store) when MLflow fails
     (in both cases after the files are written).
     """
+    apply_budget(cfg)  # budget.fge_per_chain sizes the sampler (idempotent; the saved config shows it)
     registry.validate(cfg)
     started_wall, started = time.time(), time.perf_counter()
     if cfg.mlflow.enabled:
-        tracking.check_store(tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri, launch_dir))
+        check_store(resolve_tracking_uri(cfg.mlflow.tracking_uri, launch_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
     # Importing this module (blackjax) has started JAX already, so this cannot change the device
     # count any more; the app sets it before that import. Here it says once if it differs.
@@ -411,7 +361,7 @@ def run(
     if target is None and cfg.model.name == "user":  # a user's factory: built before the run is named
         target = build_target(cfg, cache_dir_of(cfg))
     run_name = f"{label}-{_target_name(cfg.model, target)}-seed{cfg.seed}"
-    with tracking.mlflow_run(cfg, launch_dir, run_name, started_wall, record, tags) as tracked:
+    with mlflow_run(cfg, launch_dir, run_name, started_wall, record, tags) as tracked:
         wait_for_tracking = tracked.wait if tracked is not None else (lambda: None)
         if target is None:
             target = build_target(cfg, cache_dir_of(cfg))
@@ -446,7 +396,7 @@ def run(
             "device_platform": metrics["device_platform"],
             "device_kind": metrics["device_kind"],
         }
-        tracking.log_results(tracked, metrics, files, result_tags, frame)
+        log_results(tracked, metrics, files, result_tags, frame)
         if metrics["status"] == "failed":
             raise RunFailed(f"all {s.num_chains} chains produced NaN/inf; see {out_dir / 'metrics.json'}")
     return metrics

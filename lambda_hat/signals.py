@@ -10,7 +10,9 @@ with 128 + signal: ``kill``/``scancel`` are honoured within seconds, before SLUR
 
 Installed around each job by the app's task function (not only by ``main()``): submitit's worker
 calls the task function directly and has its own handlers (it ignores SIGTERM), which are put
-back after the job.
+back after the job. Outside a job (Hydra setting up the next one, the sweep's end) a signal meets
+the process's own disposition: SIGINT is Python's KeyboardInterrupt, or nothing at all in a process
+started with SIGINT ignored (a background job of a non-interactive shell, ``nohup ... &``).
 """
 
 from __future__ import annotations

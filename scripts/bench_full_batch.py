@@ -42,7 +42,7 @@ import jax.numpy as jnp  # noqa: E402
 from bench_speed import CASES, CHAINS  # noqa: E402
 from jax.sharding import PartitionSpec  # noqa: E402
 
-from lambda_hat.app import compose_config  # noqa: E402
+from lambda_hat.composition import compose_config  # noqa: E402
 from lambda_hat.devices import CHAIN_AXIS, chain_mesh  # noqa: E402
 from lambda_hat.llc import estimate_llc  # noqa: E402
 from lambda_hat import runner  # noqa: E402

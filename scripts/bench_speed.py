@@ -171,7 +171,7 @@ def _compose(case: Case, cache_dir: Path) -> Any:
     from hydra import compose, initialize_config_dir
 
     # importing lambda_hat.app registers the config schemas
-    from lambda_hat.app import CONF_DIR
+    from lambda_hat.composition import CONF_DIR
 
     rank = "null" if case.true_rank is None else str(case.true_rank)
     overrides = [

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
-from lambda_hat.app import compose_config
+from lambda_hat.composition import compose_config
 from lambda_hat.devices import configure_cpu_devices
 
 # Two XLA CPU devices whatever the machine, before any JAX operation: every test then runs with

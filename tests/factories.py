@@ -13,7 +13,7 @@ import lambda_hat as lh
 def dln(widths: list[int] | None = None, true_rank: int | None = None, n: int = 100_000, seed: int = 0) -> lh.Target:
     """The built-in DLN target (same teacher, data and loss) written as a user would: its loss
     is a plain function of (params, batch); no Gram-matrix shortcut."""
-    from lambda_hat.app import compose_config
+    from lambda_hat.composition import compose_config
     from lambda_hat.targets import build_target
 
     overrides = [f"model.widths=[{','.join(map(str, widths or [10, 20, 20, 10]))}]", f"data.n={n}", f"seed={seed}"]

@@ -13,24 +13,24 @@ Derived columns (added by ``prepare``):
   failure ranks last rather than disappearing);
 * ``fge_per_chain``: (n_fge + n_fge_warmup) / num_chains, the work one chain spent, warm-up included;
 * ``seconds``: the estimator's own time (warm-up + sampling; no compilation, imports or target);
-* ``budget``: the budget level of the row (the ``leaderboard_budget`` override), else None.
+* ``budget``: the row's budget level, a label of its ``budget.fge_per_chain`` (the sweep table's
+  ``cfg.budget.fge_per_chain``, e.g. "3,000 FGE"), else None.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from lambda_hat.sweeps import aggregate
+from lambda_hat.sweeps import aggregate, mlflow_table
 
 OK_STATUSES = ("ok", "some_chains_diverged")
-_BUDGET = re.compile(r"(?:^|\s)\+?leaderboard_budget(?:@[^=\s]*)?=(\S+)")
+BUDGET_COLUMN = "cfg.budget.fge_per_chain"  # the run's budget.fge_per_chain (lambda_hat/budget.py)
 
 
 class ReportInputError(ValueError):
@@ -54,7 +54,7 @@ def load_dirs(dirs: list[Path]) -> pd.DataFrame:
 
 def load_mlflow(experiment: str, tracking_uri: str | None) -> pd.DataFrame:
     """The runs of an MLflow experiment (the sweep parents left out: they hold no estimate)."""
-    df = aggregate.from_mlflow(experiment, tracking_uri)
+    df = mlflow_table.from_mlflow(experiment, tracking_uri)
     if "llc_mean" not in df:
         raise ReportInputError(f"experiment {experiment!r} has no runs with an estimate (llc_mean)")
     return df[df["llc_mean"].notna() | df["status"].isin(["failed", "killed"])].reset_index(drop=True)
@@ -91,10 +91,13 @@ def _objective_reference(output_dir: Any) -> float:
         return math.nan
 
 
-def budget_of(overrides: Any) -> str | None:
-    """The leaderboard budget level named in a job's overrides ("fge3k"), else None."""
-    m = _BUDGET.search(overrides) if isinstance(overrides, str) else None
-    return m.group(1) if m else None
+def budget_label(fge_per_chain: Any) -> str | None:
+    """The budget level of a run with this budget.fge_per_chain ("3,000 FGE"), else None."""
+    try:
+        value = float(fge_per_chain)
+    except (TypeError, ValueError):
+        return None
+    return f"{value:,.12g} FGE" if math.isfinite(value) else None
 
 
 def prepare(df: pd.DataFrame) -> pd.DataFrame:
@@ -120,14 +123,15 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     chains = _num(df, "num_chains").fillna(_num(df, "cfg.sampler.num_chains"))
     df["fge_per_chain"] = (_num(df, "n_fge") + _num(df, "n_fge_warmup").fillna(0.0)) / chains
     df["seconds"] = _num(df, "sampling_time_s") + _num(df, "warmup_time_s").fillna(0.0)
-    overrides = df["overrides"] if "overrides" in df else pd.Series(None, index=df.index, dtype=object)
-    df["budget"] = [budget_of(o) for o in overrides]
+    df["budget"] = pd.Series([budget_label(v) for v in _num(df, BUDGET_COLUMN)], index=df.index, dtype=object)
     return df
 
 
 def budget_order(df: pd.DataFrame) -> list[str]:
-    """Budget levels, cheapest first (by the median work their rows spent)."""
+    """Budget levels, cheapest first (by their budget.fge_per_chain; else by the median work their
+    rows spent)."""
     if "budget" not in df or df["budget"].isna().all():
         return []
-    med = df.dropna(subset=["budget"]).groupby("budget")["fge_per_chain"].median()
-    return list(med.sort_values(kind="stable").index)
+    d = df.dropna(subset=["budget"])
+    size = _num(d, BUDGET_COLUMN).fillna(d["fge_per_chain"] if "fge_per_chain" in d else np.nan)
+    return list(size.groupby(d["budget"]).median().sort_values(kind="stable").index)

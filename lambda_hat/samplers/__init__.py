@@ -1,6 +1,10 @@
-"""Samplers: each module builds a :class:`~lambda_hat.samplers.base.Kernel` from its config.
+"""The sampling engine every MCMC estimator runs on (JAX).
 
-Which module builds which sampler is recorded once, in :mod:`lambda_hat.registry`.
+``base`` holds the kernel interface (:class:`~lambda_hat.samplers.base.Kernel`), ``driver`` runs
+chains (vmapped, chunked, scanned; convergence, progress, signals), ``sgmcmc`` is the minibatch
+SG-Langevin engine (tuning, MALA, bias cap) and ``window_adaptation`` Stan's warm-up. The
+estimators themselves (schema, checks, cost, builder) are the modules of
+:mod:`lambda_hat.estimators`; :func:`build_kernel` builds the one a config names.
 """
 
 from __future__ import annotations

@@ -8,6 +8,11 @@ within a chunk there is no host round-trip. With several devices (one per CPU co
 Compiled programs are kept for the life of the process and reused by later runs with the same
 kernel and argument shapes (see ``_compiled``): the jobs of a sweep run by Hydra's basic launcher
 share one process and mostly differ in seeds, so only the first of them traces and compiles.
+
+One module, over the 400-line guide, because its parts are one loop seen from several sides:
+the chunked warm-up and sampling scans, the program cache they share, the convergence check and
+the progress/heartbeat/signal turns that happen between two chunks; split apart, each piece would
+have to know the others' chunk boundaries.
 """
 
 from __future__ import annotations

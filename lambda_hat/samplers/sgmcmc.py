@@ -1,4 +1,7 @@
-"""Minibatch SG-MCMC: SGLD, RMSprop-SGLD, Adam-SGLD, SGHMC, SGNHT.
+"""The minibatch SG-MCMC engine: the minibatch potential, the SG-Langevin move (with an optional
+diagonal preconditioner), MALA acceptance and step-size tuning. The estimators that use it are
+lambda_hat.estimators.sgld (plain SGLD), .psgld (RMSprop/Adam preconditioners) and .sghmc (SGHMC,
+SGNHT: their momentum step is written there, on this module's potential).
 
 Langevin family, with U(w) = nβ L_batch(w) + γ/2 |w - w*|² and a diagonal preconditioner G:
 
@@ -6,17 +9,10 @@ Langevin family, with U(w) = nβ L_batch(w) + γ/2 |w - w*|² and a diagonal pre
 
 (devinterp's convention: ε is the step size). Plain SGLD (G = 1) uses blackjax's overdamped
 Langevin integrator. blackjax has no preconditioned SGLD, so RMSprop/Adam are written here
-following Hitchcock & Hoogland 2025 (arXiv:2507.21449) App. D.3: the moment estimates use the loss
-gradient ∇L_batch only, not the localization term. As in pSGLD (Li et al. 2016) the small Γ
-correction term is dropped.
-
-SGHMC (Chen et al. 2014) and SGNHT (Ding et al. 2014), in blackjax's parametrisation (step h,
-friction = blackjax's alpha, w <- w + h p), are written here too: blackjax's diffusions move w with the *old*
-momentum (explicit Euler), which gains energy by a factor sqrt(1 + h²K) per step on a direction of
-curvature K unless the friction absorbs it; the localized tempered posterior is stiff (K ~ nβ
-times the loss Hessian), and it heated the chains (+37-40% λ̂ at n = 1e4) or diverged (n = 1e5).
-Kicking the momentum first and then drifting w with the new momentum (symplectic Euler, Chen et
-al.'s own ordering) is stable for h²K < 4 at the same cost.
+following Hitchcock & Hoogland 2025 (arXiv:2507.21449) App. D.3 (lambda_hat.estimators.psgld
+supplies the moments as a :class:`Preconditioner`): the moment estimates use the loss gradient
+∇L_batch only, not the localization term. As in pSGLD (Li et al. 2016) the small Γ correction
+term is dropped.
 
 Step-size health (Furman & Lau 2024, arXiv:2402.03698): every ``mala_every`` steps the Langevin
 samplers report ``mala_accept``, the Metropolis acceptance probability that a MALA proposal with
@@ -32,6 +28,7 @@ acceptance; sampling then uses the averaged ε (per chain), unadjusted as usual.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -42,9 +39,7 @@ from blackjax.sgmcmc.diffusions import overdamped_langevin
 from lambda_hat.posterior import Posterior
 from lambda_hat.samplers.base import Kernel, StepInfo, StepwiseWarmup, Warmup
 
-LANGEVIN = ("sgld", "rmsprop_sgld", "adam_sgld")
 BIAS_EVERY = 5  # tuning steps between two estimates of the unadjusted chain's bias (see tuning())
-NAMES = (*LANGEVIN, "sghmc", "sgnht")
 
 
 class SGMCMCState(NamedTuple):
@@ -54,12 +49,24 @@ class SGMCMCState(NamedTuple):
     t: jax.Array  # steps taken (Adam's bias correction)
 
 
-def _batch_idx(key: jax.Array, post: Posterior, batch_size: int) -> jax.Array:
+class Preconditioner(NamedTuple):
+    """A diagonal preconditioner G = 1 / (sqrt(v̂) + eps) from moments of the loss gradient.
+
+    ``update(m, v, g, t, grad_u, w, post) -> (m, v, drift, v̂)``: the new moments after seeing
+    g = ∇L_batch at step t (float, 1-based), the drift that replaces ∇U_batch = grad_u, and the
+    second-moment estimate v̂ that sets G.
+    """
+
+    update: Callable[..., tuple[jax.Array, jax.Array, jax.Array, jax.Array]]
+    eps: float
+
+
+def batch_idx(key: jax.Array, post: Posterior, batch_size: int) -> jax.Array:
     # With replacement: O(batch) per step on device, unlike a permutation of n.
     return jax.random.randint(key, (batch_size,), 0, post.n)
 
 
-def _potential(post: Posterior, w: jax.Array, idx: jax.Array) -> tuple[jax.Array, jax.Array]:
+def potential(post: Posterior, w: jax.Array, idx: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(U_batch(w), L_batch(w)) with U = nβ L_batch + γ/2 |w - w*|²."""
     loss = post.batch_loss(w, idx)
     return post.nbeta * loss + post.localization(w), loss
@@ -76,7 +83,7 @@ def mala_acceptance(
     precond: jax.Array,
 ) -> jax.Array:
     """MALA acceptance probability of the move w -> w_new under N(w - ε/2 G∇U(w), εG)."""
-    (u_new, _), grad_u_new = jax.value_and_grad(_potential, argnums=1, has_aux=True)(post, w_new, idx)
+    (u_new, _), grad_u_new = jax.value_and_grad(potential, argnums=1, has_aux=True)(post, w_new, idx)
 
     def log_q(to, frm, grad):  # log density of proposing `to` from `frm`, up to a constant
         return -jnp.sum((to - frm + 0.5 * eps * precond * grad) ** 2 / precond) / (2 * eps)
@@ -85,9 +92,10 @@ def mala_acceptance(
     return jnp.exp(jnp.minimum(0.0, jnp.nan_to_num(log_ratio, nan=-jnp.inf)))
 
 
-def build(cfg: Any, n: int) -> Kernel:
-    """Kernel for cfg.name in NAMES; n is the data size (a minibatch gradient is batch/n FGE)."""
-    name, eps0, batch = cfg.name, float(cfg.step_size), int(cfg.batch_size)
+def build_langevin(cfg: Any, n: int, preconditioner: Preconditioner | None = None) -> Kernel:
+    """An SG-Langevin kernel (tuned if cfg.target_mala_accept is set); n is the data size (a
+    minibatch gradient is batch/n FGE); preconditioner None = plain SGLD (G = 1)."""
+    eps0, batch = float(cfg.step_size), int(cfg.batch_size)
     fge = batch / n
     mala_every = int(getattr(cfg, "mala_every", 0))
     target_accept = getattr(cfg, "target_mala_accept", None)
@@ -98,12 +106,10 @@ def build(cfg: Any, n: int) -> Kernel:
 
     def init(key: jax.Array, w0: jax.Array, post: Posterior) -> SGMCMCState:
         del post
-        scalar = jnp.zeros((), w0.dtype)
-        if name in ("rmsprop_sgld", "adam_sgld"):
+        del key
+        if preconditioner is not None:
             return SGMCMCState(w0, jnp.zeros_like(w0), jnp.zeros_like(w0), jnp.zeros((), jnp.int32))
-        if name in ("sghmc", "sgnht"):
-            momentum = jax.random.normal(key, w0.shape, w0.dtype)
-            return SGMCMCState(w0, momentum, scalar + cfg.friction, jnp.zeros((), jnp.int32))
+        scalar = jnp.zeros((), w0.dtype)
         return SGMCMCState(w0, scalar, scalar, jnp.zeros((), jnp.int32))
 
     def propose(key, state, post, eps):
@@ -111,26 +117,18 @@ def build(cfg: Any, n: int) -> Kernel:
         ∇U_batch(w), preconditioner)."""
         k_batch, k_noise = jax.random.split(key)
         w = state.position
-        idx = _batch_idx(k_batch, post, batch)
-        (u, loss), grad_u = jax.value_and_grad(_potential, argnums=1, has_aux=True)(post, w, idx)
+        idx = batch_idx(k_batch, post, batch)
+        (u, loss), grad_u = jax.value_and_grad(potential, argnums=1, has_aux=True)(post, w, idx)
         loss = post.recorded_loss(loss, idx)
         g = (grad_u - post.gamma * (w - post.w_star)) / post.nbeta  # ∇L_batch, for the moments
         m, v, tt = state.m, state.v, state.t + 1
-        if name == "sgld":
+        if preconditioner is None:
             precond = jnp.ones((), w.dtype)
             # blackjax: w + s ∇log p + sqrt(2 s) ξ with s = ε/2 is exactly the update above.
             new_w = langevin(k_noise, w, -grad_u, eps / 2)
         else:
-            if name == "rmsprop_sgld":
-                v = cfg.decay * v + (1 - cfg.decay) * g**2
-                drift, v_hat = grad_u, v
-            else:  # adam_sgld: the drift uses the bias-corrected first moment of ∇L_batch
-                m = cfg.beta1 * m + (1 - cfg.beta1) * g
-                v = cfg.beta2 * v + (1 - cfg.beta2) * g**2
-                tf = tt.astype(w.dtype)
-                drift = post.nbeta * m / (1 - cfg.beta1**tf) + post.gamma * (w - post.w_star)
-                v_hat = v / (1 - cfg.beta2**tf)
-            precond = 1.0 / (jnp.sqrt(v_hat) + cfg.eps)
+            m, v, drift, v_hat = preconditioner.update(m, v, g, tt.astype(w.dtype), grad_u, w, post)
+            precond = 1.0 / (jnp.sqrt(v_hat) + preconditioner.eps)
             noise = jax.random.normal(k_noise, w.shape, w.dtype)
             new_w = w - 0.5 * eps * precond * drift + jnp.sqrt(eps * precond) * noise
 
@@ -151,9 +149,9 @@ def build(cfg: Any, n: int) -> Kernel:
         """(tr(G ∇²U), tr(G Σ_g)) at w, estimated from a second, independent minibatch: a
         Hutchinson probe of its Hessian and the gradient difference (E|∇U_A − ∇U_B|² = 2 tr Σ_g)."""
         k_batch, k_probe = jax.random.split(key)
-        other = _batch_idx(k_batch, post, batch)
+        other = batch_idx(k_batch, post, batch)
         v = jnp.sqrt(precond) * jax.random.rademacher(k_probe, w.shape, w.dtype)
-        grad_other, hvp = jax.jvp(jax.grad(lambda x: _potential(post, x, other)[0]), (w,), (v,))
+        grad_other, hvp = jax.jvp(jax.grad(lambda x: potential(post, x, other)[0]), (w,), (v,))
         return jnp.vdot(v, hvp), 0.5 * jnp.sum(precond * (grad_u - grad_other) ** 2)
 
     def tuning() -> StepwiseWarmup:
@@ -238,29 +236,4 @@ def build(cfg: Any, n: int) -> Kernel:
 
         return StepwiseWarmup(num_steps=num_tune, init=init, step=step, final=final)
 
-    def momentum_step(key, state, post, t):
-        del t
-        h = eps0  # the fixed step
-        k_batch, k_noise = jax.random.split(key)
-        w = state.position
-        idx = _batch_idx(k_batch, post, batch)
-        (_, loss), grad_u = jax.value_and_grad(_potential, argnums=1, has_aux=True)(post, w, idx)
-        loss = post.recorded_loss(loss, idx)
-        # SGHMC: constant friction; SGNHT: the thermostat xi (starting at the friction) adapts it.
-        friction = cfg.friction if name == "sghmc" else state.v
-        noise = jax.random.normal(k_noise, w.shape, w.dtype)
-        p = (1.0 - friction * h) * state.m - h * grad_u + jnp.sqrt(2.0 * cfg.friction * h) * noise
-        new_w = w + h * p  # drift with the new momentum (symplectic Euler)
-        kinetic = jnp.mean(p**2)
-        xi = state.v if name == "sghmc" else state.v + h * (kinetic - 1.0)
-        extras = {"kinetic_temperature": kinetic}  # ≈ 1 when the momentum is thermalised
-        return SGMCMCState(new_w, p, xi, state.t + 1), StepInfo(loss, jnp.asarray(fge, w.dtype), extras)
-
-    if name in LANGEVIN:
-        return Kernel(init=init, step=langevin_step, warmup=tuning() if tuned else None)
-
-    def step(key, state, params, post, t):
-        del params
-        return momentum_step(key, state, post, t)
-
-    return Kernel(init=init, step=step)
+    return Kernel(init=init, step=langevin_step, warmup=tuning() if tuned else None)

@@ -14,7 +14,7 @@ __all__ = ["collect_rows", "write_table", "from_mlflow", "finalize_orphan_runs",
 
 def __getattr__(name: str) -> Any:  # lazy: `from lambda_hat.sweeps import collect_rows`
     if name in __all__:
-        from lambda_hat.sweeps import aggregate
+        from lambda_hat.sweeps import aggregate, mlflow_table, orphans
 
-        return getattr(aggregate, name)
+        return getattr({"from_mlflow": mlflow_table, "finalize_orphan_runs": orphans}.get(name, aggregate), name)
     raise AttributeError(name)

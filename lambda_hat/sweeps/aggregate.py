@@ -1,4 +1,5 @@
-"""One table of a sweep's jobs: a row per Hydra job folder (or per MLflow run), written as parquet.
+"""One table of a sweep's jobs: a row per Hydra job folder, written as parquet (the same table from
+an MLflow experiment's runs: lambda_hat.sweeps.mlflow_table).
 
 A job folder is any folder holding ``.hydra/config.yaml``; ``collect_rows(root)`` finds them all
 under root (one sweep, a folder of sweeps, or single runs under ``outputs/``) and reads what each
@@ -18,20 +19,18 @@ job left:
 * ``cfg.<dotted key>``: the job's config (.hydra/config.yaml, resolved when it can be), lists as
   JSON strings;
 * ``mlflow_run_id``, ``mlflow_tracking_uri`` (from mlflow_run.json) and ``mlflow_status`` (filled by
-  ``finalize_orphan_runs``).
+  ``finalize_orphan_runs``, lambda_hat.sweeps.orphans).
 
 A column whose values mix types across rows (say a number in one job and a string in another) is
-stored as strings (JSON for non-strings), so the table always writes to parquet.
+stored as strings (JSON for non-strings), so the table always writes to parquet (column order and
+types: lambda_hat.sweeps.frame).
 """
 
 from __future__ import annotations
 
-import ast
 import json
 import logging
 import os
-import socket
-import time
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -41,24 +40,13 @@ import pandas as pd
 import yaml
 
 from lambda_hat.files import atomic_path
+from lambda_hat.sweeps.frame import MAIN_METRICS, RESERVED, isnull, to_frame, to_json
 
 log = logging.getLogger(__name__)
 
 TABLE_NAME = "llc_runs.parquet"
-MAIN_METRICS = ("llc_mean", "llc_sem", "llc_true", "llc_rel_error")
 MAIN_COLUMNS = ("job_num", "overrides", "sampler", *MAIN_METRICS, "status")
 SKIPPED_METRICS = frozenset({"timing_notes"})  # documentation, identical in every job
-LEAD = ("job_num", "status", "error", "overrides", "sampler", "model")
-TAIL = (
-    "overrides_json",
-    "override_dirname",
-    "output_dir",
-    "sweep_dir",
-    "mlflow_run_id",
-    "mlflow_tracking_uri",
-    "mlflow_status",
-)
-_RESERVED = frozenset({*LEAD, *TAIL}) - {"sampler", "model"}
 _SKIP_DIRS = frozenset({"mlruns", "__pycache__", "node_modules"})
 
 
@@ -82,7 +70,7 @@ def find_job_dirs(root: Path | str) -> list[Path]:
     return found
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def read_json(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -97,16 +85,12 @@ def _read_yaml(path: Path) -> Any:
         return None
 
 
-def _to_json(value: Any) -> str:
-    return json.dumps(value, default=str)
-
-
 def _flatten(node: Any, prefix: str, out: dict[str, Any]) -> None:
     if isinstance(node, dict):
         for k, v in node.items():
             _flatten(v, f"{prefix}{k}.", out)
     elif isinstance(node, (list, tuple)):
-        out[prefix[:-1]] = _to_json(list(node))
+        out[prefix[:-1]] = to_json(list(node))
     else:
         out[prefix[:-1]] = node
 
@@ -117,10 +101,12 @@ def _job_config(job: Path) -> dict[str, Any]:
     try:
         from omegaconf import OmegaConf
 
+        from lambda_hat.budget import apply_budget
         from lambda_hat.config import register_resolvers
 
         register_resolvers()  # model=dln_random's widths/true_rank are ${random_dln:...}
         conf = OmegaConf.load(path)
+        apply_budget(conf)  # the sampler keys the job's budget set, as its run did (lambda_hat.budget)
         try:
             data = OmegaConf.to_container(conf, resolve=True)
         except Exception:  # e.g. ${hydra:...}, whose resolver only exists inside the job
@@ -148,9 +134,9 @@ def read_job(job: Path | str) -> dict[str, Any]:
     overrides = _read_yaml(job / ".hydra" / "overrides.yaml")
     overrides = [str(o) for o in overrides] if isinstance(overrides, list) else []
     cfg = _job_config(job)
-    metrics = _read_json(job / "metrics.json")
-    failure = _read_json(job / "failure.json")
-    record = _read_json(job / "mlflow_run.json") or {}
+    metrics = read_json(job / "metrics.json")
+    failure = read_json(job / "failure.json")
+    record = read_json(job / "mlflow_run.json") or {}
 
     if metrics is not None and metrics.get("status"):
         status = str(metrics["status"])
@@ -175,8 +161,8 @@ def read_job(job: Path | str) -> dict[str, Any]:
     for key, value in (metrics or {}).items():
         if key in SKIPPED_METRICS or key in ("status", "sampler", "model"):
             continue
-        name = f"metrics.{key}" if key in _RESERVED else key
-        row[name] = _to_json(value) if isinstance(value, (list, tuple, dict)) else value
+        name = f"metrics.{key}" if key in RESERVED else key
+        row[name] = to_json(value) if isinstance(value, (list, tuple, dict)) else value
         if key == "warnings" and isinstance(value, list):
             row["n_warnings"] = len(value)
     flat: dict[str, Any] = {}
@@ -184,7 +170,7 @@ def read_job(job: Path | str) -> dict[str, Any]:
     row.update({f"cfg.{k}": v for k, v in flat.items()})
     row.update(
         {
-            "overrides_json": _to_json(overrides),
+            "overrides_json": to_json(overrides),
             "override_dirname": hjob.get("override_dirname"),
             "output_dir": str(job),
             "sweep_dir": str(_sweep_dir_of(job)) if multirun else None,
@@ -197,65 +183,6 @@ def read_job(job: Path | str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------- the table
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, (int, float)):
-        return "num"
-    return "str" if isinstance(value, str) else "other"
-
-
-def _isnull(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and value != value) or value is pd.NA
-
-
-def _order(columns: Iterable[str], metric_names: set[str]) -> list[str]:
-    cols = list(columns)
-    lead = [c for c in LEAD if c in cols]
-    main = [c for c in MAIN_METRICS if c in cols]
-    tail = [c for c in TAIL if c in cols]
-    taken = {*lead, *main, *tail}
-    metrics = sorted(c for c in cols if c in metric_names and c not in taken)
-    cfg = sorted(c for c in cols if c.startswith("cfg.") and c not in taken)
-    rest = [c for c in cols if c not in taken and c not in metrics and c not in cfg]
-    return [*lead, *main, *metrics, *rest, *cfg, *tail]
-
-
-def _typed(col: str, values: list[Any], index: pd.Index) -> pd.Series:
-    """One column with one type: ints (nullable Int64 if some are missing), floats, bools (nullable
-    "boolean" if some are missing), strings; anything mixed becomes strings (JSON for non-strings)."""
-    values = [None if _isnull(v) else v for v in values]
-    present = [v for v in values if v is not None]
-    kinds = {_kind(v) for v in present}
-    missing = len(present) < len(values)
-    if col == "job_num" or (kinds == {"num"} and all(isinstance(v, int) for v in present) and present):
-        return pd.Series(values, index=index, dtype="Int64" if missing or not present else "int64")
-    if not present:
-        return pd.Series(values, index=index, dtype=object)
-    if all(isinstance(v, pd.Timestamp) for v in present):
-        return pd.Series(pd.to_datetime(values, utc=True), index=index)
-    if kinds == {"num"}:
-        return pd.Series([float("nan") if v is None else float(v) for v in values], index=index, dtype="float64")
-    if kinds == {"bool"}:
-        return pd.Series(values, index=index, dtype="boolean" if missing else "bool")
-    if kinds != {"str"}:
-        values = [v if v is None or isinstance(v, str) else _to_json(v) for v in values]
-    return pd.Series(values, index=index, dtype=object).infer_objects()
-
-
-def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Rows -> a DataFrame with stable column order and parquet-safe column types."""
-    metric_names = {k for r in rows for k in r if not k.startswith("cfg.") and k not in _RESERVED}
-    columns: dict[str, None] = {}
-    for r in rows:
-        columns.update(dict.fromkeys(r))
-    for c in TAIL + LEAD:
-        columns.setdefault(c, None)
-    order = _order(columns, metric_names)
-    index = pd.RangeIndex(len(rows))
-    return pd.DataFrame({c: _typed(c, [r.get(c) for r in rows], index) for c in order}, index=index)
 
 
 def collect_rows(root: Path | str, *more_roots: Path | str) -> pd.DataFrame:
@@ -301,7 +228,7 @@ def summary_line(df: pd.DataFrame, path: Path | str | None = None) -> str:
 
 
 def _cell(value: Any) -> str:
-    if _isnull(value):
+    if isnull(value):
         return ""
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -336,176 +263,6 @@ def markdown_table(df: pd.DataFrame, columns: Iterable[str] = MAIN_COLUMNS, max_
     if len(df) > max_rows:
         lines.append(f"... {len(df) - max_rows} more rows")
     return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------------------------ MLflow
-
-
-def _sqlite_missing(uri: str) -> bool:
-    # MlflowClient would create an empty store rather than fail.
-    return uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists()
-
-
-def _parse_param(text: str) -> Any:
-    """A param string (lambda_hat.tracking.flatten_config: str(value)) back to a table value."""
-    if text == "None":
-        return None
-    if text in ("True", "False"):
-        return text == "True"
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        return text
-    if isinstance(value, (list, tuple, dict)):
-        return _to_json(list(value) if isinstance(value, tuple) else value)
-    return value if isinstance(value, (int, float)) else text
-
-
-# Statuses of jobs that ended without finishing their MLflow run (SIGKILL, scancel, time limit).
-ENDED_BY_SIGNAL = ("killed", "cancelled", "timeout")
-_RUN_STATUS = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "killed", "RUNNING": "running", "SCHEDULED": "running"}
-
-
-def _mlflow_row(run: Any, uri: str) -> dict[str, Any]:
-    info, data = run.info, run.data
-    tags, params = data.tags, data.params
-    metrics = dict(data.metrics)
-    chains = {int(k.rsplit("_", 1)[1]): metrics.pop(k) for k in list(metrics) if k.startswith("llc_chain_") and k[10:].isdigit()}
-    row: dict[str, Any] = {
-        "job_num": None,
-        "status": tags.get("status") or _RUN_STATUS.get(info.status, str(info.status).lower()),
-        "error": None,
-        "overrides": None,
-        "sampler": tags.get("sampler") or params.get("sampler.name"),
-        "model": tags.get("model") or params.get("model.name"),
-        "target_id": tags.get("target_id"),
-        "health": tags.get("health"),
-    }
-    for key, value in metrics.items():
-        row[f"metrics.{key}" if key in _RESERVED else key] = value
-    if chains:
-        size = max(int(metrics.get("num_chains") or 0), max(chains) + 1)
-        row["llc_per_chain"] = _to_json([chains.get(i) for i in range(size)])
-    row.update({f"cfg.{k}": _parse_param(v) for k, v in params.items()})
-    row.update(
-        {
-            "run_name": info.run_name,
-            "start_time": pd.Timestamp(info.start_time, unit="ms", tz="UTC") if info.start_time else None,
-            "end_time": pd.Timestamp(info.end_time, unit="ms", tz="UTC") if info.end_time else None,
-            "mlflow_run_id": info.run_id,
-            "mlflow_tracking_uri": uri,
-            "mlflow_status": info.status,
-        }
-    )
-    return row
-
-
-def from_mlflow(experiment: str, tracking_uri: str | None = None) -> pd.DataFrame:
-    """The same kind of table from an MLflow experiment's runs (oldest first): params -> cfg.*,
-    metrics under their names (llc_chain_<i> folded back into llc_per_chain), tags status /
-    sampler / model / target_id / health, run id, status, name, start and end time (UTC).
-    tracking_uri: as the app resolves it (None: $MLFLOW_TRACKING_URI, else ./mlflow.db).
-    Raises ValueError when the store or the experiment does not exist."""
-    from lambda_hat.tracking import resolve_tracking_uri
-
-    uri = resolve_tracking_uri(tracking_uri, Path.cwd())
-    if _sqlite_missing(uri):
-        raise ValueError(f"{uri}: no such MLflow store")
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        raise ValueError(f"{uri}: no experiment named {experiment!r}")
-    runs: list[Any] = []
-    token = None
-    while True:
-        page = client.search_runs([exp.experiment_id], max_results=1000, page_token=token, order_by=["attributes.start_time ASC"])
-        runs.extend(page)
-        token = page.token
-        if not token:
-            break
-    return to_frame([_mlflow_row(run, uri) for run in runs])
-
-
-def _last_change(folder: Path) -> float:
-    """The newest modification time of the job's files (about when a killed job died)."""
-    times = [folder.stat().st_mtime]
-    for sub in (folder, folder / ".hydra"):
-        try:
-            times += [e.stat().st_mtime for e in os.scandir(sub) if e.is_file()]
-        except OSError:
-            pass
-    return max(times)
-
-
-def _job_alive(record: dict[str, Any]) -> bool:
-    """Whether the process that wrote mlflow_run.json still runs (only known when the record names
-    its pid and host, and the host is this one). This process itself does not count: a callback
-    at the end of a sweep runs in the process that ran the basic launcher's jobs."""
-    pid, host = record.get("pid"), record.get("host")
-    if not isinstance(pid, int) or host != socket.gethostname() or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # EPERM: alive, someone else's
-        return True
-    return True
-
-
-def finalize_orphan_runs(df: pd.DataFrame, *, min_idle_s: float = 0.0) -> pd.DataFrame:
-    """End the MLflow runs of killed jobs that their store still shows RUNNING.
-
-    For each row with status killed (or cancelled, timeout) whose folder holds mlflow_run.json: if
-    the run is RUNNING (and the job's process is not known to be alive, and nothing in its folder
-    changed in the last min_idle_s seconds, a guard for tables built while a sweep still runs),
-    tag it with the row's status and set it KILLED, its end time the folder's last change. Returns a copy of df with
-    mlflow_run_id and mlflow_status (the run's status afterwards) filled in for those rows.
-    Errors are logged, never raised. mlflow is imported only if there is such a run.
-    """
-    df = df.copy()
-    for col in ("mlflow_run_id", "mlflow_tracking_uri", "mlflow_status"):
-        df[col] = pd.Series(list(df[col]) if col in df else [None] * len(df), index=df.index, dtype=object)
-    if not len(df) or "output_dir" not in df or "status" not in df:
-        return df
-    clients: dict[str, Any] = {}
-    now = time.time()
-    for idx in df.index[df["status"].isin(ENDED_BY_SIGNAL)]:
-        out_dir = df.at[idx, "output_dir"]
-        if _isnull(out_dir):
-            continue
-        folder = Path(out_dir)
-        record = _read_json(folder / "mlflow_run.json")
-        if not record or not record.get("run_id") or not record.get("tracking_uri"):
-            continue
-        run_id, uri = str(record["run_id"]), str(record["tracking_uri"])
-        df.at[idx, "mlflow_run_id"], df.at[idx, "mlflow_tracking_uri"] = run_id, uri
-        try:
-            if _sqlite_missing(uri):
-                log.warning("run %s of %s: its store %s is gone", run_id, folder, uri)
-                continue
-            if uri not in clients:
-                from mlflow import MlflowClient
-
-                clients[uri] = MlflowClient(tracking_uri=uri)
-            client = clients[uri]
-            run = client.get_run(run_id)
-            status = run.info.status
-            last = _last_change(folder)
-            if status == "RUNNING" and not _job_alive(record) and now - last >= min_idle_s:
-                end_ms = max(int(1000 * last), int(run.info.start_time or 0))
-                client.set_tag(run_id, "status", str(df.at[idx, "status"]))
-                client.set_terminated(run_id, "KILLED", end_time=end_ms)
-                status = client.get_run(run_id).info.status
-                log.info("MLflow run %s of killed job %s: RUNNING -> %s", run_id, folder, status)
-            df.at[idx, "mlflow_status"] = status
-        except Exception as e:
-            log.warning("could not finalize MLflow run %s of %s: %s", run_id, folder, " ".join(str(e).split())[:300])
-    for col in ("mlflow_run_id", "mlflow_tracking_uri", "mlflow_status"):
-        df[col] = _typed(col, list(df[col]), df.index)
-    return df
 
 
 def widths_of(value: Any) -> list[int] | None:

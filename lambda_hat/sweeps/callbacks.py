@@ -43,7 +43,7 @@ class AggregateCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         try:
-            from lambda_hat.sweeps import aggregate
+            from lambda_hat.sweeps import aggregate, orphans
 
             sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
             df = aggregate.collect_rows(sweep_dir)
@@ -51,7 +51,7 @@ class AggregateCallback(Callback):
                 log.warning("sweep table: no job folders under %s", sweep_dir)
                 return
             if self.finalize_mlflow:
-                df = aggregate.finalize_orphan_runs(df)
+                df = orphans.finalize_orphan_runs(df)
             path = aggregate.write_table(sweep_dir, df, self.filename)
             from lambda_hat.sweeps import outcome
 

@@ -153,7 +153,7 @@ class _Launcher(BaseSubmititLauncher):
         assert self.config is not None
         if not self.config.mlflow.enabled:
             return False
-        from lambda_hat.tracking import resolve_tracking_uri
+        from lambda_hat.tracking.store import resolve_tracking_uri
 
         uri = resolve_tracking_uri(self.config.mlflow.tracking_uri, Path(str(self.config.hydra.runtime.cwd)))
         return not uri.startswith(("http://", "https://", "databricks"))
@@ -163,7 +163,7 @@ class _Launcher(BaseSubmititLauncher):
         os.environ.pop("MLFLOW_RUN_ID", None)  # sbatch and local subprocesses copy this environment
         self._deferred = self.tracking == "launcher" or (self.tracking == "auto" and self._uses_file_store())
         if self._deferred:
-            from lambda_hat.tracking import DEFERRED_ENV
+            from lambda_hat.tracking.deferred import DEFERRED_ENV
 
             self.job_env[DEFERRED_ENV] = "1"
         if self.gpus_per_job > 0:
@@ -210,7 +210,7 @@ class _Launcher(BaseSubmititLauncher):
 
     def _ended_without_result(self, job: Any, args: tuple[Any, ...], reason: str, status: str) -> JobReturn:
         from lambda_hat.outputs import write_failure
-        from lambda_hat.sweeps.aggregate import _read_json
+        from lambda_hat.sweeps.aggregate import read_json
 
         overrides, idx = args[0], args[2]
         cfg = self._job_config(overrides, idx)
@@ -220,7 +220,7 @@ class _Launcher(BaseSubmititLauncher):
         if not (out_dir / "metrics.json").exists():
             # Keep what the job wrote of its own end (e.g. "interrupted (SystemExit 143)") and add
             # the scheduler's word; a cancellation or time limit names the status better than "killed".
-            own = _read_json(out_dir / "failure.json") or {}
+            own = read_json(out_dir / "failure.json") or {}
             if status == "killed" and own.get("status"):
                 status = str(own["status"])
             write_failure(out_dir, status, "; ".join(str(x) for x in (own.get("error"), reason) if x))
@@ -250,8 +250,8 @@ class _Launcher(BaseSubmititLauncher):
             return
         overrides, idx = args[0], args[2]
         try:
-            from lambda_hat import tracking
             from lambda_hat.sweeps import parent
+            from lambda_hat.tracking import deferred, store, values
 
             cfg = cfg if cfg is not None else self._job_config(overrides, idx)
             out_dir = self._job_dir(cfg)
@@ -261,9 +261,9 @@ class _Launcher(BaseSubmititLauncher):
             if parent_id is not None:
                 tags["mlflow.parentRunId"] = parent_id
             task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-            params, _ = tracking.split_long(tracking.flatten_config(task))
+            params, _ = values.split_long(values.flatten_config(task))
             fallback = {
-                "tracking_uri": tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri, launch_dir),
+                "tracking_uri": store.resolve_tracking_uri(cfg.mlflow.tracking_uri, launch_dir),
                 "experiment": str(cfg.mlflow.experiment),
                 "run_name": f"{cfg.sampler.name}-{cfg.model.name}-seed{cfg.seed}",
                 "params": params,
@@ -271,7 +271,7 @@ class _Launcher(BaseSubmititLauncher):
             }
             extra = {"status": status} if status else {}
             unfinished = "KILLED" if status in ("cancelled", "killed", "timeout", None) else "FAILED"
-            run_id = tracking.log_deferred_run(out_dir, fallback, unfinished, extra)
+            run_id = deferred.log_deferred_run(out_dir, fallback, unfinished, extra)
             if run_id:
                 log.info("MLflow run %s logged for job %d", run_id, idx)
         except Exception as e:  # the job's files are on disk; the table still has its row

@@ -26,6 +26,10 @@ configuration and replaces only the loop:
 Hydra only instantiates plugins from the ``hydra_plugins`` package: hydra_plugins/lambda_hat_optuna
 subclasses :class:`ResumableOptunaSweeper` there (the ``_target_`` of
 ``conf/hydra/sweeper/lambda_hat_optuna.yaml``), and Hydra's plugin scan finds it.
+
+One module of about 400 lines, on purpose: most of it is one class, the loop above, which must be
+defined inside a function (it subclasses the plugin's class, imported only on first use), so it
+cannot be cut into modules; the rest (the SGLD family's search space, the trial table) is small.
 """
 
 from __future__ import annotations

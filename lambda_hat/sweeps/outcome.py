@@ -22,7 +22,7 @@ class SweepOutcome:
     def exit_status(self) -> tuple[int, str | None]:
         """(exit code, message for stderr): 0 when every job finished; a search's failed trials are
         a note; 1 with the counts when jobs failed or were ended from outside (killed, cancelled)."""
-        from lambda_hat.sweeps.aggregate import ENDED_BY_SIGNAL
+        from lambda_hat.sweeps.orphans import ENDED_BY_SIGNAL
 
         table = self.table
         failed = max(len(self.failed_jobs), table["failed"] if table else 0)

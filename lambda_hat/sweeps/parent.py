@@ -24,21 +24,21 @@ def start(cfg: Any, sweep_dir: Path, launch_dir: Path) -> str | None:
     """Create the sweep's parent run (if tracking is on) and record it; returns its id."""
     if not cfg.mlflow.enabled:
         return None
-    from lambda_hat import tracking
+    from lambda_hat.tracking import store, values
     from lambda_hat.files import write_json
 
-    uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri, launch_dir)
-    db = tracking.sqlite_path(uri)
+    uri = store.resolve_tracking_uri(cfg.mlflow.tracking_uri, launch_dir)
+    db = store.sqlite_path(uri)
     if db is not None:
-        tracking.prepare_sqlite_store(db)
+        store.prepare_sqlite_store(db)
     from mlflow import MlflowClient
     from mlflow.entities import RunTag
 
     client = MlflowClient(tracking_uri=uri)
-    experiment_id = tracking.experiment_id(client, str(cfg.mlflow.experiment), uri)
+    experiment_id = store.experiment_id(client, str(cfg.mlflow.experiment), uri)
     run = client.create_run(experiment_id, run_name=f"sweep {sweep_dir.name}", start_time=int(time.time() * 1000))
     tags = {
-        **tracking.source_tags(),
+        **values.source_tags(),
         "lambda_hat.sweep_dir": str(sweep_dir),
         "lambda_hat.kind": "sweep",
     }

@@ -10,7 +10,7 @@ Rank data ⟷ lace diagram. A representation is a direct sum of interval modules
 the ranks by inclusion–exclusion, ``μ_ab = r_ab − r_{a−1,b} − r_{a,b+1} + r_{a−1,b+1}``
 (with r_ii = n_i and out-of-range terms 0), and a rank array is realisable iff all μ ≥ 0.
 
-Codimension of a stratum (derived here, checked numerically in tests/test_fiber.py). With O the
+Codimension of a stratum (derived here, checked numerically in tests/unit/test_fiber.py). With O the
 orbit of the full group ∏ GL(n_i) in the parameter space Rep and M_r the rank-r matrices,
 O → M_r is an equivariant surjection, so the stratum O ∩ mult⁻¹(B) has dimension
 dim O − dim M_r and codimension (in the d-dimensional parameter space)
@@ -34,8 +34,12 @@ between consecutive bottlenecks (Σ t_e = s). This is minimal when the t_e are a
 t_e ≥ max(m_{i_e}, m_{i_{e+1}}); the value is exactly 2·aoyagi_lambda. Non-bottleneck vertices
 (m_j > s/ℓ) just let the t_e strands through and carry extra generic laces of their own, which
 have no extensions with anything else. The paper shows that the RLCT is C/2 with C the minimal
-codimension (§8), i.e. C = 2·aoyagi; tests/test_fiber.py checks C = 2·aoyagi by enumerating every
+codimension (§8), i.e. C = 2·aoyagi; tests/unit/test_fiber.py checks C = 2·aoyagi by enumerating every
 stratum of small widths and checks the formula against numerical orbit dimensions.
+
+One module, over the 400-line guide, because it is one derivation: the lace combinatorics, the
+top-component teacher built from it and the Hessian-rank check that certifies λ at that teacher
+use the same rank data and notation, and read best next to the argument above.
 """
 
 from __future__ import annotations
@@ -519,7 +523,7 @@ def local_llc(params: Sequence[Any], x: np.ndarray | None = None) -> float | Non
        larger dimension exists to contain it in its closure, so it is open in Z: near w*, Z is a
        codim-C manifold and K = O(dist(·, Z)²), hence λ(w*) ≤ C/2. And λ(w*) ≥ the global RLCT of
        the fiber, which is C/2 (Lehalleur & Rimányi §8; equal to Aoyagi's λ, which
-       tests/test_fiber.py checks by enumerating strata). So λ(w*) = aoyagi.
+       tests/unit/test_fiber.py checks by enumerating strata). So λ(w*) = aoyagi.
     2. Hessian rank k equals the stratum codimension c. Choose k product entries with independent
        differentials: they cut out a codim-k manifold N ⊇ Z ⊇ stratum; the stratum has the same
        dimension, hence is open in N, so Z = N near w* and d(mult) has constant rank k along it.

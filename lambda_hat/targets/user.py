@@ -24,7 +24,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from lambda_hat.config import FACTORY_PATTERN
+from lambda_hat.models.user import FACTORY_PATTERN
 from lambda_hat.targets import checkpoints, store
 from lambda_hat.targets.base import Target, TargetError
 

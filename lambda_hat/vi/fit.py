@@ -101,7 +101,7 @@ def run_fits(
 ) -> Trace:
     """Fit s.num_chains independent q's and draw s.num_draws from each on the full data.
 
-    s is a sampler=vi config (lambda_hat.config.VIConfig). Returns the Trace every estimator
+    s is a sampler=vi config (lambda_hat.estimators.vi.VIConfig). Returns the Trace every estimator
     returns (loss: (chains, num_draws) full-data L_n at draws of q), with the per-step fit trace
     in ``Trace.fit`` and the draws' log p − log q in ``Trace.extras["log_ratio"]``.
     """
