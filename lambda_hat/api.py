@@ -28,6 +28,8 @@ class Result:
     Attributes:
         llc_mean: λ̂, pooled over the healthy chains (None if every chain diverged).
         llc_sem: its Monte Carlo standard error.
+        llc_ci95: a 95% interval for λ, [low, high]: Monte Carlo error, the step's predicted bias and
+            under-mixing (lambda_hat.llc.interval95); None without an estimate.
         metrics: everything a CLI run writes to metrics.json (diagnostics, work, timings).
         trace: one row per (chain, draw): loss, per-draw λ̂, burn-in flag, sampler diagnostics.
         warnings: health warnings, each naming what to change (empty when healthy).
@@ -40,6 +42,10 @@ class Result:
     trace: pd.DataFrame
     warnings: list[str]
     config: DictConfig
+
+    @property
+    def llc_ci95(self) -> list[float] | None:
+        return self.metrics.get("llc_ci95")
 
     def __str__(self) -> str:
         from lambda_hat.runner import summary_line

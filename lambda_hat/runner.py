@@ -24,7 +24,7 @@ from lambda_hat.cost_estimate import log_cost_estimate
 from lambda_hat.budget import apply_budget
 from lambda_hat.config import burnin_steps
 from lambda_hat.devices import configure_cpu_devices, device_record, device_warning
-from lambda_hat.llc import efficiency, estimate_llc, health_warnings, sampler_diagnostics, variational_diagnostics
+from lambda_hat.llc import efficiency, estimate_llc, health_warnings, interval_metrics, sampler_diagnostics, variational_diagnostics
 from lambda_hat.health import minimum_check, trace_warnings
 from lambda_hat.posterior import Posterior, make_posterior
 from lambda_hat.samplers import build_kernel
@@ -161,6 +161,8 @@ def summary_line(m: dict[str, Any]) -> str:
         est = "λ̂ = n/a (all chains diverged)"
     else:
         est = f"λ̂ = {m['llc_mean']:.3f} ± {m['llc_sem']:.3f}"
+        if m.get("llc_ci95") is not None:
+            est += f" (95% CI {m['llc_ci95'][0]:.3f}–{m['llc_ci95'][1]:.3f})"
     refined = [f"weights {','.join(m['restrict'])}"] if m.get("restrict") else []
     if m.get("measure_on"):
         refined.append(f"loss on {m['measure_on']}" + (", sampled there" if m.get("sample_on") == "subset" else ""))
@@ -314,6 +316,7 @@ def estimate_target(cfg: DictConfig, target: Target, wait_for_tracking: Callable
             continue
         if key in target.meta:
             metrics[key] = target.meta[key]
+    metrics |= interval_metrics(est, trace)
     frame = outputs.trace_frame(trace, nbeta, L0)
     metrics["warnings"] = health_warnings(metrics) + trace_warnings(frame, metrics)
     if trace.stop_reason == "work cap":

@@ -1,8 +1,12 @@
 """Runs a kernel on many chains: chains vmapped, steps in a jit-compiled ``lax.scan``.
 
-Warm-up (adaptation), when the kernel has one, runs first per chain (vmapped). The sampling scan
-is cut into a few equal chunks (one compilation) only so that long runs can report progress;
-within a chunk there is no host round-trip. With several devices (one per CPU core, see
+Warm-up (adaptation), when the kernel has one, runs first per chain (vmapped). Warm-up and
+sampling run in chunks sized by time (about ``CHUNK_SECONDS`` each, never more than a tenth of
+the run): between two chunks the host reports progress, checks convergence and lets a signal
+handler act, so none of them waits on a long compiled call; within a chunk there is no host
+round-trip. The number of steps a chunk runs is a traced argument of one compiled program, so
+resizing chunks never recompiles, and every step's random key comes from its global step index,
+so how a run is cut into chunks does not change a single draw. With several devices (one per CPU core, see
 ``lambda_hat.devices``) the chain axis is split across them with ``shard_map``.
 
 Compiled programs are kept for the life of the process and reused by later runs with the same
@@ -63,6 +67,31 @@ def converged(loss: np.ndarray, burnin_draws: int, rhat_max: float, ess_min: flo
     ess = float(array_stats.ess(kept, chain_axis=0, draw_axis=1, method="bulk"))
     rhat = float(array_stats.rhat(kept, chain_axis=0, draw_axis=1)) if kept.shape[0] > 1 else 1.0
     return bool(rhat <= rhat_max and ess >= ess_min), rhat, ess
+
+
+CHUNK_SECONDS = 3.0  # target wall time of one compiled chunk (progress, convergence, signals)
+FIRST_CHUNK_FRACTION = 16  # the first chunk, before any timing: 1/16 of the longest allowed
+
+
+class ChunkSizer:
+    """Steps per chunk so that a chunk takes about ``seconds``: from the time per step of the
+    chunks run so far, never more than ``longest`` (the buffers' size) nor fewer than 1."""
+
+    def __init__(self, longest: int, seconds: float | None = None) -> None:
+        self.longest, self.seconds = max(1, longest), CHUNK_SECONDS if seconds is None else seconds
+        self.steps = self.elapsed = 0.0
+
+    def next(self, remaining: int) -> int:
+        if self.steps == 0:
+            size = max(1, self.longest // FIRST_CHUNK_FRACTION)
+        else:
+            per_step = self.elapsed / self.steps
+            size = self.longest if per_step <= 0 else int(self.seconds / per_step)
+        return max(1, min(size, self.longest, remaining))
+
+    def ran(self, steps: int, seconds: float) -> None:
+        self.steps += steps
+        self.elapsed += seconds
 
 
 def chunk_length(num_draws: int, max_chunks: int) -> int:
@@ -164,6 +193,21 @@ def _log_progress(label: str, what: str, done: int, total: int, elapsed: float) 
     )
 
 
+class _Reporter:
+    """Progress lines as chunks end: one per tenth of the run, and at least one a minute."""
+
+    def __init__(self, label: str, what: str, total: int, enabled: bool, every_s: float = 60.0) -> None:
+        self.label, self.what, self.total, self.enabled, self.every_s = label, what, total, enabled, every_s
+        self.last_done, self.last_time = 0, 0.0
+
+    def __call__(self, done: int, elapsed: float, total: int | None = None) -> None:
+        total = self.total if total is None else total
+        if not self.enabled or (done - self.last_done < total / 10 and elapsed - self.last_time < self.every_s):
+            return
+        self.last_done, self.last_time = done, elapsed
+        _log_progress(self.label, self.what, done, total, elapsed)
+
+
 def _run_stepwise_warmup(
     warmup: StepwiseWarmup,
     mesh: Mesh | None,
@@ -213,17 +257,20 @@ def _run_stepwise_warmup(
     )
     compiled, compile_time = _compiled(("warmup_chunk", warmup), chunk_fn, carry, t, num, posterior, mesh=mesh)
     before_timed()
-    per_chunk = math.ceil(warmup.num_steps / max(1, max_chunks if progress else 1))
+    sizer = ChunkSizer(math.ceil(warmup.num_steps / max(1, max_chunks)))
+    report = _Reporter(label, "warm-up step", warmup.num_steps, progress)
     fge_total = 0.0
     start = time.perf_counter()
     done = 0
     while done < warmup.num_steps:
-        k = min(per_chunk, warmup.num_steps - done)
+        k = sizer.next(warmup.num_steps - done)
+        begun = time.perf_counter()
         carry, t, fge = compiled(carry, t, _place(mesh, jnp.asarray(k, jnp.int32), replicated), posterior)
         fge_total += float(np.sum(np.asarray(fge, np.float64)))  # blocks: the chunk is done
+        sizer.ran(k, time.perf_counter() - begun)
         done += k
-        if progress and done < warmup.num_steps:
-            _log_progress(label, "warm-up step", done, warmup.num_steps, time.perf_counter() - start)
+        if done < warmup.num_steps:
+            report(done, time.perf_counter() - start)
     final_fn, _ = _compiled(
         ("warmup_final", warmup),
         lambda: jax.jit(_over_chains(jax.vmap(warmup.final, in_axes=(0, None)), mesh, (chains, replicated), chains)),
@@ -264,8 +311,9 @@ def run_chains(
     if num_steps % thinning:
         raise ValueError(f"num_steps={num_steps} is not a multiple of thinning={thinning}")
     num_draws = num_steps // thinning
-    # until converged: chunks of a tenth of num_steps, each followed by the convergence check
-    draws_per_chunk = chunk_length(num_draws, max_chunks if progress or converge is not None else 1)
+    # The buffers of one call hold at most a tenth of the run (until converged: a tenth of its first
+    # stretch); the calls themselves are sized by time (ChunkSizer).
+    draws_per_chunk = math.ceil(num_draws / max(1, max_chunks))
     mesh = chain_mesh(num_chains) if split_chains else None
     chains, replicated = P(CHAIN_AXIS), P()
     init_key, warm_key, run_key = jax.random.split(key, 3)
@@ -317,7 +365,7 @@ def run_chains(
 
     step_all = jax.vmap(kernel.step, in_axes=(0, 0, 0, None, None))
 
-    def run_chunk(states, t, posterior, params, chain_keys):
+    def run_chunk(states, t, posterior, params, chain_keys, num):
         local_chains = chain_keys.shape[0]  # this device's share under shard_map
         zeros = jnp.zeros(local_chains, posterior.dtype)
 
@@ -354,7 +402,17 @@ def run_chains(
                 fge = fge + posterior.measure_n / posterior.n  # its forward pass, counted as a gradient's work
             return (states, t), (loss, fge, extras_mean)
 
-        (states, t), (losses, fge, extras) = jax.lax.scan(one_draw, (states, t), None, length=draws_per_chunk)
+        # num draws (traced: one program for every chunk size) into buffers of draws_per_chunk rows;
+        # the rows past num are left as they are and dropped on the host.
+        out_shape = jax.eval_shape(lambda c: one_draw(c, None)[1], (states, t))
+        buffers = jax.tree.map(lambda a: jnp.zeros((draws_per_chunk, *a.shape), a.dtype), out_shape)
+
+        def body(i, carry):
+            (states, t), buffers = carry
+            (states, t), out = one_draw((states, t), None)
+            return (states, t), jax.tree.map(lambda b, x: b.at[i].set(x), buffers, out)
+
+        (states, t), (losses, fge, extras) = jax.lax.fori_loop(0, num, body, ((states, t), buffers))
         return states, t, losses, fge, extras
 
     # The diagnostics a step reports, to size the accumulators (and to name them below).
@@ -367,11 +425,12 @@ def run_chains(
     t = jnp.zeros((), jnp.int32)
     per_draw = P(None, CHAIN_AXIS)  # (draws, chains) outputs
     chunk_fn = lambda: jax.jit(  # noqa: E731
-        _over_chains(run_chunk, mesh, (chains, replicated, replicated, chains, chains), (chains, replicated, per_draw, per_draw, per_draw)),
+        _over_chains(run_chunk, mesh, (chains, replicated, replicated, chains, chains, replicated), (chains, replicated, per_draw, per_draw, per_draw)),
         donate_argnums=(0,),
     )
     t = _place(mesh, t, replicated)
-    compiled, compile_time = _compiled(("sample", kernel, thinning, draws_per_chunk), chunk_fn, states, t, posterior, params, chain_keys, mesh=mesh)
+    num = _place(mesh, jnp.zeros((), jnp.int32), replicated)
+    compiled, compile_time = _compiled(("sample", kernel, thinning, draws_per_chunk), chunk_fn, states, t, posterior, params, chain_keys, num, mesh=mesh)
 
     if not timed_started:
         before_timed()
@@ -379,25 +438,31 @@ def run_chains(
     fge_chunks: list[np.ndarray] = []
     extra_chunks: list[dict[str, np.ndarray]] = []
     start = time.perf_counter()
-    stop_reason, done = "fixed length", 0
+    stop_reason, done, checked = "fixed length", 0, 0
     max_draws = num_draws if converge is None else max(num_draws, converge.max_steps // thinning)
+    sizer = ChunkSizer(draws_per_chunk)
+    report = _Reporter(label, "step", num_steps, progress and max_draws > draws_per_chunk)
     while done < max_draws:
-        states, t, losses, fge, extras = compiled(states, t, posterior, params, chain_keys)
-        loss_chunks.append(np.asarray(losses))  # blocks: the chunk is done
-        fge_chunks.append(np.asarray(fge, dtype=np.float64))
-        extra_chunks.append({k: np.asarray(v) for k, v in extras.items()})
-        done += draws_per_chunk
-        if progress and max_draws > draws_per_chunk:
-            _log_progress(label, "step", done * thinning, num_steps if done <= num_draws else max_draws * thinning, time.perf_counter() - start)
-        if converge is None:
+        # until converged: the chunks end where a check is due (num_draws, then every tenth of it)
+        due = num_draws if done < num_draws else checked + draws_per_chunk
+        size = sizer.next((min(due, max_draws) if converge is not None else max_draws) - done)
+        begun = time.perf_counter()
+        states, t, losses, fge, extras = compiled(states, t, posterior, params, chain_keys, _place(mesh, jnp.asarray(size, jnp.int32), replicated))
+        loss_chunks.append(np.asarray(losses)[:size])  # blocks: the chunk is done
+        fge_chunks.append(np.asarray(fge, dtype=np.float64)[:size])
+        extra_chunks.append({k: np.asarray(v)[:size] for k, v in extras.items()})
+        sizer.ran(size, time.perf_counter() - begun)
+        done += size
+        report(done * thinning, time.perf_counter() - start, num_steps if done <= num_draws else max_draws * thinning)
+        if converge is None or done < due:
             continue
-        if done >= num_draws:
-            so_far = np.concatenate(loss_chunks, axis=0).T
-            burn = int(np.sum(thinning * np.arange(1, done + 1) <= converge.burnin(done * thinning)))
-            ok, rhat, ess = converged(so_far, burn, converge.rhat, converge.ess)
-            if ok:
-                stop_reason = "converged"
-                break
+        checked = done
+        so_far = np.concatenate(loss_chunks, axis=0).T
+        burn = int(np.sum(thinning * np.arange(1, done + 1) <= converge.burnin(done * thinning)))
+        ok, rhat, ess = converged(so_far, burn, converge.rhat, converge.ess)
+        if ok:
+            stop_reason = "converged"
+            break
         if done + draws_per_chunk > max_draws:
             stop_reason = "work cap"
             break

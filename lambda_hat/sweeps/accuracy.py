@@ -3,7 +3,8 @@
 Reads a sweep table (llc_runs.parquet, one row per job) and summarizes the relative error
 |λ̂/λ − 1| per size class (``cfg.model.size_class`` of model=dln_random; one group otherwise),
 then its full-rank and reduced-rank nets apart: count, parameter range, median, mean, p90, max,
-share within 5% and 10%, median signed error, diverged. A job without an estimate (every chain
+share within 5% and 10%, median signed error, diverged, and how often the reported 95% interval
+(``llc_ci95``) covers λ with its median half-width relative to λ (n/a for runs without one). A job without an estimate (every chain
 diverged, or the job failed) counts as an infinite error and as diverged; it is never dropped.
 Jobs without a known λ (``llc_true`` null) and killed jobs (interrupted or still running: not a
 result of the estimator) are left out and counted in the heading line.
@@ -11,6 +12,7 @@ result of the estimator) are left out and counted in the heading line.
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -18,7 +20,10 @@ import pandas as pd
 
 from lambda_hat.sweeps.aggregate import widths_of
 
-HEAD = "| class | nets | d range | median | mean | p90 | max | ≤5% | ≤10% | median signed | diverged |\n|---|---|---|---|---|---|---|---|---|---|---|"
+HEAD = (
+    "| class | nets | d range | median | mean | p90 | max | ≤5% | ≤10% | median signed | diverged | 95% CI covers | CI half-width |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+)
 LABELS = {"1k": "~1k params", "10k": "~10k params"}
 
 
@@ -47,8 +52,29 @@ def summary_row(label: str, part: pd.DataFrame) -> str:
     return (
         f"| {label} | {len(part)} | {d_range} | {_pct(float(np.median(err)))} | {_pct(float(np.mean(err)))} "
         f"| {_pct(p90)} | {_pct(float(err.max()))} | {np.mean(err <= 0.05):.0%} | {np.mean(err <= 0.10):.0%} "
-        f"| {_pct(float(np.median(finite))) if finite.size else 'n/a'} | {int((~np.isfinite(signed)).sum())} |"
+        f"| {_pct(float(np.median(finite))) if finite.size else 'n/a'} | {int((~np.isfinite(signed)).sum())} "
+        f"| {_coverage(part)} |"
     )
+
+
+def _coverage(part: pd.DataFrame) -> str:
+    """'covers | median half-width' of the runs with an interval ('n/a | n/a' without any)."""
+    with_ci = part[part["ci_half"].notna()]
+    if with_ci.empty:
+        return "n/a | n/a"
+    covers = with_ci["covers"].astype(bool)
+    return f"{covers.mean():.0%} ({int(covers.sum())}/{len(with_ci)}) | {_pct(float(with_ci['ci_half'].median()))}"
+
+
+def _interval(row: pd.Series) -> tuple[bool, float] | None:
+    """(covers λ?, half-width / λ) of a row's llc_ci95 (a JSON list in the sweep table), else None."""
+    ci, truth = row.get("llc_ci95"), row.get("llc_true")
+    if isinstance(ci, str):
+        ci = json.loads(ci)
+    if ci is None or not isinstance(ci, (list, tuple)) or len(ci) != 2 or truth is None or pd.isna(truth) or not truth:
+        return None
+    low, high = float(ci[0]), float(ci[1])
+    return bool(low <= truth <= high), (high - low) / 2 / abs(float(truth))
 
 
 def accuracy_frame(df: pd.DataFrame, by: str | None = None) -> pd.DataFrame:
@@ -62,6 +88,7 @@ def accuracy_frame(df: pd.DataFrame, by: str | None = None) -> pd.DataFrame:
         rel = row.get("llc_rel_error")
         ok = row.get("status") in ("ok", "some_chains_diverged") and rel is not None and not pd.isna(rel)
         size_class = row.get("cfg.model.size_class")
+        interval = _interval(row) if ok else None
         rows.append(
             {
                 "size_class": "all" if size_class is None or pd.isna(size_class) else str(size_class),
@@ -69,9 +96,11 @@ def accuracy_frame(df: pd.DataFrame, by: str | None = None) -> pd.DataFrame:
                 "full_rank": _full_rank(row),
                 "rel_error": float(rel) if ok else math.nan,
                 "group": None if by is None else row.get(by),
+                "covers": None if interval is None else interval[0],
+                "ci_half": math.nan if interval is None else interval[1],
             }
         )
-    return pd.DataFrame(rows, columns=["size_class", "d", "full_rank", "rel_error", "group"])
+    return pd.DataFrame(rows, columns=["size_class", "d", "full_rank", "rel_error", "group", "covers", "ci_half"])
 
 
 def accuracy_table(df: pd.DataFrame, by: str | None = None) -> str:

@@ -95,4 +95,6 @@ def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     for i, v in enumerate(metrics.get("llc_per_chain") or []):
         if v is not None:
             out[f"llc_chain_{i}"] = float(v)
+    if metrics.get("llc_ci95") is not None:  # the interval's ends, comparable across runs in the UI
+        out["llc_ci95_low"], out["llc_ci95_high"] = (float(x) for x in metrics["llc_ci95"])
     return out

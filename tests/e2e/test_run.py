@@ -15,6 +15,9 @@ REQUIRED = {
     "llc_mean",
     "llc_std",
     "llc_sem",
+    "llc_ci95",
+    "llc_ci95_bias",
+    "llc_ci95_covers",
     "llc_per_chain",
     "llc_true",
     "ess_bulk",
@@ -133,6 +136,7 @@ def test_summary_line_shows_warmup_time_when_there_was_one() -> None:
     assert "warm-up" not in summary_line(m)
     line = summary_line({**m, "warmup_time_s": 98.4})
     assert "warm-up 98.40s + sampling 105.80s + compile 3.80s" in line and line.startswith("λ̂ = 8.100 ± 0.200")
+    assert summary_line({**m, "llc_ci95": [7.62, 8.49]}).startswith("λ̂ = 8.100 ± 0.200 (95% CI 7.620–8.490) | true λ = 8")
 
 
 def test_run_names_tell_targets_apart(make_cfg) -> None:

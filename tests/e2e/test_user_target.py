@@ -53,7 +53,7 @@ def test_api_and_cli_give_the_same_metrics(tmp_path: Path) -> None:
             continue  # the CLI's id hashes the factory; a Python target has none
         assert api.metrics[key] == cli[key], key
     assert cli["model"] == "linear" and cli["factory"] == "tests.factories:linear"
-    assert api.llc_mean == cli["llc_mean"] and api.llc_sem == cli["llc_sem"]
+    assert api.llc_mean == cli["llc_mean"] and api.llc_sem == cli["llc_sem"] and api.llc_ci95 == cli["llc_ci95"]
     assert isinstance(api.trace, pd.DataFrame) and {"loss", "llc", "distance"} <= set(api.trace.columns)
     assert str(api).startswith("λ̂ = ")
     before = set(Path.cwd().iterdir())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lambda_hat.llc import estimate_llc, health_warnings
+from lambda_hat.llc import estimate_llc, health_warnings, interval95, split_rhat
 
 
 def _ar1(rng: np.random.Generator, chains: int, draws: int, mean: float, rho: float = 0.5) -> np.ndarray:
@@ -73,3 +73,24 @@ def test_e_bfmi_is_arviz_stats_bfmi_and_equals_its_formula() -> None:
     energy[2] = 1.0
     out = e_bfmi(energy)
     assert np.isfinite(out[0]) and np.isnan(out[1]) and np.isnan(out[2])
+
+
+def test_interval_counts_the_predicted_bias_and_under_mixing() -> None:
+    # no predicted bias, mixed chains: the Monte Carlo interval
+    assert interval95(100.0, 1.0, 1.01, 0.0) == pytest.approx([98.04, 101.96])
+    # a step predicted to bias λ̂ by +1%: centred at λ̂/1.01, widened by 1% of λ̂ on both sides
+    low, high = interval95(101.0, 1.0, 1.01, 0.01)
+    assert low == pytest.approx(100.0 - 1.96 - 1.01) and high == pytest.approx(100.0 + 1.96 + 1.01)
+    # chains still climbing from w* (R-hat 1.25): only the upper end grows, by (1.25 - 1.05) x λ̂
+    low2, high2 = interval95(101.0, 1.0, 1.25, 0.01)
+    assert low2 == pytest.approx(low) and high2 == pytest.approx(high + 0.20 * 101.0)
+    assert interval95(None, None, None, 0.0) is None and interval95(5.0, None, 1.0, 0.0) is None
+    assert interval95(100.0, 1.0, None, float("nan")) == pytest.approx([98.04, 101.96])  # unknown: as none
+
+
+def test_split_rhat_sees_a_lone_chain_still_drifting() -> None:
+    rng = np.random.default_rng(1)
+    stationary = rng.normal(size=4000)
+    assert split_rhat(stationary) == pytest.approx(1.0, abs=0.01)
+    assert split_rhat(stationary + np.linspace(0.0, 3.0, 4000)) > 1.2
+    assert split_rhat(np.ones(10)) is None  # too short
