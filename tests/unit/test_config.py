@@ -216,6 +216,6 @@ def test_a_typo_in_a_later_sweep_value_is_one_line_exit_2_and_no_mlflow_run(tmp_
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "lambda_hat: error: sampler=sgdl: no such option; available: "
-        "adam_sgld, adjusted_mclmc, hmc, mclmc, nuts, rmsprop_sgld, sghmc, sgld, sgld_lau, sgnht, vi"
+        "adam_sgld, adjusted_mclmc, hmc, mala, mclmc, nuts, rmsprop_sgld, sghmc, sgld, sgld_lau, sgnht, vi"
     ]
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "sweep").exists()
