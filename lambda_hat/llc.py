@@ -125,6 +125,9 @@ def interval_metrics(est: dict[str, Any], trace: Any) -> dict[str, Any]:
         r_hat = split_rhat(trace.loss[healthy][0, trace.num_burnin_draws :])
     ci = interval95(est.get("llc_mean"), est.get("llc_sem"), r_hat, bias)
     out: dict[str, Any] = {"llc_ci95": ci, "llc_ci95_bias": bias if ci is not None else None}
+    # the interval's centre: λ̂ with the step's predicted bias taken out (measured: median error
+    # 0.7% vs 1.45% for λ̂ on fresh ~1k DLNs, 4 chains; docs: results-accuracy)
+    out["llc_bias_corrected"] = est["llc_mean"] / (1.0 + bias) if ci is not None else None
     if ci is not None and est.get("llc_true") is not None:
         out["llc_ci95_covers"] = bool(ci[0] <= est["llc_true"] <= ci[1])
     return out

@@ -18,6 +18,7 @@ REQUIRED = {
     "llc_ci95",
     "llc_ci95_bias",
     "llc_ci95_covers",
+    "llc_bias_corrected",
     "llc_per_chain",
     "llc_true",
     "ess_bulk",
