@@ -4,7 +4,8 @@ Reads a sweep table (llc_runs.parquet, one row per job) and summarizes the relat
 |λ̂/λ − 1| per size class (``cfg.model.size_class`` of model=dln_random; one group otherwise),
 then its full-rank and reduced-rank nets apart: count, parameter range, median, mean, p90, max,
 share within 5% and 10%, median signed error, diverged, and how often the reported 95% interval
-(``llc_ci95``) covers λ with its median half-width relative to λ (n/a for runs without one). A job without an estimate (every chain
+(``llc_ci95``) covers λ with its median half-width relative to λ, and the median error of
+``llc_bias_corrected`` (λ̂ with the step's predicted bias taken out); n/a for runs without them. A job without an estimate (every chain
 diverged, or the job failed) counts as an infinite error and as diverged; it is never dropped.
 Jobs without a known λ (``llc_true`` null) and killed jobs (interrupted or still running: not a
 result of the estimator) are left out and counted in the heading line.
@@ -21,8 +22,9 @@ import pandas as pd
 from lambda_hat.sweeps.aggregate import widths_of
 
 HEAD = (
-    "| class | nets | d range | median | mean | p90 | max | ≤5% | ≤10% | median signed | diverged | 95% CI covers | CI half-width |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "| class | nets | d range | median | mean | p90 | max | ≤5% | ≤10% | median signed | diverged | 95% CI covers | CI half-width "
+    "| median, bias-corrected |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 LABELS = {"1k": "~1k params", "10k": "~10k params"}
 
@@ -53,8 +55,13 @@ def summary_row(label: str, part: pd.DataFrame) -> str:
         f"| {label} | {len(part)} | {d_range} | {_pct(float(np.median(err)))} | {_pct(float(np.mean(err)))} "
         f"| {_pct(p90)} | {_pct(float(err.max()))} | {np.mean(err <= 0.05):.0%} | {np.mean(err <= 0.10):.0%} "
         f"| {_pct(float(np.median(finite))) if finite.size else 'n/a'} | {int((~np.isfinite(signed)).sum())} "
-        f"| {_coverage(part)} |"
+        f"| {_coverage(part)} | {_corrected(part)} |"
     )
+
+
+def _corrected(part: pd.DataFrame) -> str:
+    err = part["corrected_error"].dropna().abs()
+    return _pct(float(err.median())) if len(err) else "n/a"
 
 
 def _coverage(part: pd.DataFrame) -> str:
@@ -89,6 +96,8 @@ def accuracy_frame(df: pd.DataFrame, by: str | None = None) -> pd.DataFrame:
         ok = row.get("status") in ("ok", "some_chains_diverged") and rel is not None and not pd.isna(rel)
         size_class = row.get("cfg.model.size_class")
         interval = _interval(row) if ok else None
+        corrected = row.get("llc_bias_corrected")
+        corrected = float(corrected) / float(truth) - 1.0 if ok and corrected is not None and not pd.isna(corrected) else math.nan
         rows.append(
             {
                 "size_class": "all" if size_class is None or pd.isna(size_class) else str(size_class),
@@ -98,9 +107,10 @@ def accuracy_frame(df: pd.DataFrame, by: str | None = None) -> pd.DataFrame:
                 "group": None if by is None else row.get(by),
                 "covers": None if interval is None else interval[0],
                 "ci_half": math.nan if interval is None else interval[1],
+                "corrected_error": corrected,
             }
         )
-    return pd.DataFrame(rows, columns=["size_class", "d", "full_rank", "rel_error", "group", "covers", "ci_half"])
+    return pd.DataFrame(rows, columns=["size_class", "d", "full_rank", "rel_error", "group", "covers", "ci_half", "corrected_error"])
 
 
 def accuracy_table(df: pd.DataFrame, by: str | None = None) -> str:
