@@ -53,23 +53,6 @@ class AggregateCallback(Callback):
             if self.finalize_mlflow:
                 df = orphans.finalize_orphan_runs(df)
             path = aggregate.write_table(sweep_dir, df, self.filename)
-            from lambda_hat.sweeps import outcome
-
-            # the counts let the launching process exit non-zero when jobs failed, whatever the launcher
-            summary = outcome.current().table = {**aggregate.summarize(df), "path": str(path)}
-            log.info("sweep table: %s", aggregate.summary_line(df, path))
-            from lambda_hat.sweeps import checkpoints, parent
-
-            figure = checkpoints.write_figure(sweep_dir, df)
-            if figure is not None:
-                log.info("λ̂ over training: %s", figure)
-            from lambda_hat.sweeps import calibration
-
-            report = calibration.write_report(sweep_dir, df)
-            if report is not None:
-                log.info("%s -> %s", report.summary_line(), report.paths["calibration.md"])
-
-            parent.finish(sweep_dir, path, summary)
         except Exception as e:  # the jobs' own files are on disk; `python -m lambda_hat.aggregate` rebuilds it
             log.warning(
                 "sweep table not written (%s: %s); rebuild it with: python -m lambda_hat.aggregate %s",
@@ -77,6 +60,51 @@ class AggregateCallback(Callback):
                 " ".join(str(e).split())[:300],
                 _sweep_dir_text(config),
             )
+            return
+        from lambda_hat.sweeps import outcome
+
+        # the counts let the launching process exit non-zero when jobs failed, whatever the launcher
+        summary = outcome.current().table = {**aggregate.summarize(df), "path": str(path)}
+        log.info("sweep table: %s", aggregate.summary_line(df, path))
+        # Each addition on its own: one that fails (a figure, say) is said in one line, and neither
+        # the others nor the parent run's end depend on it.
+        _also("λ̂ over training figure", lambda: _curve(sweep_dir, df))
+        _also("calibration report", lambda: _calibration(sweep_dir, df, summary))
+        _also("MLflow parent run's end", lambda: _finish_parent(sweep_dir, path, summary))
+
+
+def _also(what: str, step: Any) -> None:
+    try:
+        step()
+    except Exception as e:
+        log.warning("sweep table written, but the %s failed (%s: %s)", what, type(e).__name__, " ".join(str(e).split())[:300])
+
+
+def _curve(sweep_dir: Path, df: Any) -> None:
+    from lambda_hat.sweeps import checkpoints
+
+    figure = checkpoints.write_figure(sweep_dir, df)
+    if figure is not None:
+        log.info("λ̂ over training: %s", figure)
+
+
+def _calibration(sweep_dir: Path, df: Any, summary: dict[str, Any]) -> None:
+    """The calibration report of a step-size grid; its diverged steps are verdicts of the grid
+    (it tries too-large steps on purpose), so they do not make the command fail."""
+    from lambda_hat.sweeps import calibration
+
+    report = calibration.write_report(sweep_dir, df)
+    if report is None:
+        return
+    log.info("%s -> %s", report.summary_line(), report.paths["calibration.md"])
+    if "chains_ok" in df:
+        summary["diverged_verdicts"] = int(((df["status"] == "failed") & (df["chains_ok"] == 0)).sum())
+
+
+def _finish_parent(sweep_dir: Path, path: Path, summary: dict[str, Any]) -> None:
+    from lambda_hat.sweeps import parent
+
+    parent.finish(sweep_dir, path, summary)
 
 
 def _sweep_dir_text(config: DictConfig) -> str:

@@ -20,12 +20,15 @@ class SweepOutcome:
     search_ran: bool = False  # an Optuna search: failed trials are FAIL trials, not a failed command
 
     def exit_status(self) -> tuple[int, str | None]:
-        """(exit code, message for stderr): 0 when every job finished; a search's failed trials are
-        a note; 1 with the counts when jobs failed or were ended from outside (killed, cancelled)."""
+        """(exit code, message for stderr): 0 when every job finished (a calibration grid's diverged
+        steps count as finished: they are its verdicts); a search's failed trials are a note; 1 with
+        the counts when jobs failed or were ended from outside (killed, cancelled)."""
         from lambda_hat.sweeps.orphans import ENDED_BY_SIGNAL
 
         table = self.table
         failed = max(len(self.failed_jobs), table["failed"] if table else 0)
+        # a calibration grid's diverged steps are its verdicts ("diverged"), not failed jobs
+        failed -= min(failed, int(table.get("diverged_verdicts", 0))) if table else 0
         ended = {k: int(table.get(k, 0)) for k in ENDED_BY_SIGNAL} if table else {}
         unfinished = sum(ended.values())
         if not (failed or unfinished):

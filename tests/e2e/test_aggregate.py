@@ -313,6 +313,36 @@ def test_callback_writes_the_table_and_never_raises(tmp_path: Path, caplog: Any)
     assert caplog.text.count("sweep table not written") == 2 and "no job folders" in caplog.text
 
 
+def test_a_failing_addition_to_the_table_is_one_line_and_the_rest_still_happens(tmp_path: Path, caplog: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lambda_hat.sweeps import calibration, outcome, parent
+
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "multirun.yaml").write_text("{}\n")
+    _job(sweep / "0", num=0, overrides=("seed=0",), metrics=OK)
+
+    def broken(*args: Any) -> None:
+        raise ValueError("Data cannot be log-scaled")
+
+    finished = []
+    monkeypatch.setattr(calibration, "write_report", broken)
+    monkeypatch.setattr(parent, "finish", lambda *args: finished.append(args))
+    callbacks.AggregateCallback().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
+    assert (sweep / "llc_runs.parquet").is_file() and "sweep table not written" not in caplog.text
+    assert "sweep table written, but the calibration report failed (ValueError: Data cannot be log-scaled)" in caplog.text
+    assert len(finished) == 1 and outcome.current().table["ok"] == 1  # the parent run still ends
+
+
+def test_a_calibration_grids_diverged_steps_do_not_fail_the_command() -> None:
+    from lambda_hat.sweeps.outcome import SweepOutcome
+
+    counts = {"jobs": 4, "ok": 3, "failed": 1, "killed": 0, "path": "t.parquet"}
+    assert SweepOutcome(table=counts).exit_status()[0] == 1
+    assert SweepOutcome(table={**counts, "diverged_verdicts": 1}).exit_status() == (0, None)
+    code, message = SweepOutcome(table={**counts, "failed": 2, "diverged_verdicts": 1}).exit_status()
+    assert code == 1 and "1 job(s) of the sweep failed" in message  # a crash is still a failure
+
+
 def test_compare_groups_by_target_across_precisions() -> None:
     """A float32 and a float64 run of one target (nβ stored in each precision) are one group; |z|
     is the difference over the combined standard error."""

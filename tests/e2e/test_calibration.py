@@ -130,7 +130,8 @@ def test_calibration_sweep_on_a_dln_recommends_a_step_within_5_percent(tmp_path:
         "mlflow.enabled=false",
     ]
     proc = run_cli(args, cwd=tmp_path, timeout=600)
-    assert proc.returncode == 1, proc.stderr[-2000:]  # the diverging job failed; the others did not
+    # the diverging step is a verdict of the grid (it tries too-large steps on purpose), not a failure
+    assert proc.returncode == 0, proc.stderr[-2000:]
     assert "calibration: recommended" in proc.stdout + proc.stderr
     for name in ("calibration.md", "calibration.png", "calibration.csv"):
         assert (sweep / name).is_file()
