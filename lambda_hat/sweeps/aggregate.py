@@ -130,6 +130,10 @@ def read_job(job: Path | str) -> dict[str, Any]:
     hydra = (_read_yaml(job / ".hydra" / "hydra.yaml") or {}).get("hydra") or {}
     hjob = hydra.get("job") or {}
     num = hjob.get("num")
+    if not hydra and job.name.isdigit() and (job.parent / "multirun.yaml").exists():
+        # a job killed while Hydra wrote its .hydra/ (hydra.yaml empty): its folder is its number
+        # (the default hydra.sweep.subdir), so the row still sorts in its place
+        hydra, num = {"mode": "MULTIRUN"}, int(job.name)
     multirun = hydra.get("mode") != "RUN" and isinstance(num, int) and not isinstance(num, bool)
     overrides = _read_yaml(job / ".hydra" / "overrides.yaml")
     overrides = [str(o) for o in overrides] if isinstance(overrides, list) else []

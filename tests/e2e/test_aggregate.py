@@ -333,6 +333,20 @@ def test_a_failing_addition_to_the_table_is_one_line_and_the_rest_still_happens(
     assert len(finished) == 1 and outcome.current().table["ok"] == 1  # the parent run still ends
 
 
+def test_a_job_killed_while_hydra_wrote_its_folder_keeps_its_number(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "multirun.yaml").write_text("{}\n")
+    _job(sweep / "0", num=0, overrides=("seed=0",), metrics=OK)
+    _job(sweep / "2", num=2, overrides=("seed=2",), metrics=OK)
+    half = sweep / "1" / ".hydra"
+    half.mkdir(parents=True)
+    (half / "config.yaml").write_text(yaml.safe_dump({"sampler": {"name": "sgld"}, "seed": 1}))  # Hydra writes it first
+    (half / "hydra.yaml").write_text("")  # killed here: hydra.yaml empty, no overrides.yaml
+    df = collect_rows(sweep)
+    assert list(df["job_num"]) == [0, 1, 2] and list(df["status"]) == ["ok", "killed", "ok"]
+
+
 def test_a_calibration_grids_diverged_steps_do_not_fail_the_command() -> None:
     from lambda_hat.sweeps.outcome import SweepOutcome
 
