@@ -49,7 +49,16 @@ def hydra_app(cfg: DictConfig) -> float | None:
         sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
         if cfg.plots is None:  # plots: on for a single run, off in sweeps (config.py says why)
             cfg.plots = not sweeping
-        apply_budget(cfg, strict=False)  # sized as run() sizes it, before resume compares it (a bad budget: run() says)
+        # Sized as run() sizes it, before resume compares it; with this job's own overrides, so that a
+        # sampler key the budget would replace fails this job in one line (the up-front check sees
+        # only a sweep's first job), as any bad value does.
+        from lambda_hat.config import ConfigError
+
+        budget_error: ConfigError | None = None
+        try:
+            apply_budget(cfg, overrides=list(HydraConfig.get().overrides.task))
+        except ConfigError as e:
+            budget_error = e
         run_tags = {}
         if sweeping:
             from lambda_hat.sweeps import parent
@@ -61,13 +70,15 @@ def hydra_app(cfg: DictConfig) -> float | None:
             if parent_id is not None:
                 run_tags["mlflow.parentRunId"] = parent_id
         earlier = None
-        if cfg.resume:
+        if cfg.resume and budget_error is None:
             from lambda_hat.sweeps.resume import completed
 
             earlier = completed(out_dir, cfg)
             if earlier is None:
                 (out_dir / "failure.json").unlink(missing_ok=True)  # an earlier attempt's
         try:
+            if budget_error is not None:
+                raise budget_error
             if earlier is not None:
                 log.info("resume: %s is complete (status %s); its results are reused", out_dir, earlier["status"])
                 metrics = earlier

@@ -290,3 +290,22 @@ def test_budget_module_does_not_start_jax() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_a_later_sweep_job_whose_key_the_budget_would_replace_fails_alone_in_one_line(tmp_path: Path) -> None:
+    """The up-front check sees the first job only (no budget there); the second job's budget would
+    silently replace its explicit sampler.num_steps, so that job fails with the one line, the
+    first runs, and the sweep exits 1."""
+    from tests.conftest import run_cli
+
+    sweep = tmp_path / "sweep"
+    args = ["--multirun", "budget.fge_per_chain=null,100", "sampler.num_steps=200", "sampler.num_tune=50", "sampler.num_chains=2"]
+    small = ["model.widths=[3,4,3]", "model.true_rank=1", "data.n=1000", "sampler.batch_size=100", "mlflow.enabled=false", "progress=false"]
+    proc = run_cli([*args, *small, f"hydra.sweep.dir={sweep}"], cwd=tmp_path, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    import pandas as pd
+
+    table = pd.read_parquet(sweep / "llc_runs.parquet").sort_values("job_num")
+    assert list(table["status"]) == ["ok", "failed"]
+    error = table["error"].iloc[1]
+    assert error.startswith("sampler.num_steps='200' is invalid: set by budget.fge_per_chain=100") and "\n" not in error
