@@ -278,10 +278,6 @@ def one_of(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> None:
     require(value in allowed, key, value, f"must be one of {', '.join(allowed)}")
 
 
-# The former private names, for code written against them.
-_require, _positive, _one_of = require, positive, one_of
-
-
 def check_known_keys(node: Any, prefix: str = "") -> None:
     """Every key of a schema-typed node is a field of its schema (a '+key=...' override adds keys
     Hydra does not check, so a typo would be silently ignored, and a `_target_` would name code)."""

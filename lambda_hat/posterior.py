@@ -145,6 +145,10 @@ class Posterior:
         """Full-data log density (up to a constant)."""
         return -self.nbeta * self.full_loss(w) - self.localization(w)
 
+    def loss_of_logdensity(self, logdensity: jax.Array, w: jax.Array) -> jax.Array:
+        """L_n(w) back from a full-batch sampler's cached log density at w (no other forward pass)."""
+        return -(logdensity + self.localization(w)) / self.nbeta
+
     def llc_of_loss(self, loss: jax.Array) -> jax.Array:
         """The per-draw λ̂ contribution nβ (L(w) - L0)."""
         return self.nbeta * (loss - self.L0)

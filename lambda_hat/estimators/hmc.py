@@ -76,11 +76,6 @@ def check(cfg: DictConfig) -> None:
         require(1 <= s.max_tree_depth <= 20, "sampler.max_tree_depth", s.max_tree_depth, "must be in [1, 20]")
 
 
-def loss_of_state(post: Posterior, state: Any) -> jax.Array:
-    """L_n(w) recovered from the cached log density, without another forward pass."""
-    return -(state.logdensity + post.localization(state.position)) / post.nbeta
-
-
 def build(cfg: Any, n: int) -> Kernel:
     """HMC (cfg.name == "hmc") or NUTS ("nuts") with per-chain window adaptation."""
     import blackjax
@@ -152,7 +147,7 @@ def build(cfg: Any, n: int) -> Kernel:
         dtype = state.position.dtype
         extras |= {"acceptance_rate": info.acceptance_rate, "is_divergent": info.is_divergent, "energy": info.energy}
         extras = {k: jnp.asarray(v).astype(dtype) for k, v in extras.items()}
-        return state, StepInfo(loss_of_state(post, state), jnp.asarray(n_grad).astype(dtype), extras)
+        return state, StepInfo(post.loss_of_logdensity(state.logdensity, state.position), jnp.asarray(n_grad).astype(dtype), extras)
 
     return Kernel(init=init, step=step, warmup=warmup)
 

@@ -65,9 +65,6 @@ def build(cfg: Any, n: int) -> Any:
     raw_kernel = blackjax.mala.build_kernel()
     da_init, da_update, da_final = dual_averaging_adaptation(float(cfg.target_accept))
 
-    def loss_of(post, state):  # L_n(w) from the cached log density, no other forward pass
-        return -(state.logdensity + post.localization(state.position)) / post.nbeta
-
     def init(key, w0, post):
         del key
         return blackjax.mala.init(w0, post.logdensity)
@@ -91,7 +88,7 @@ def build(cfg: Any, n: int) -> Any:
         state, info = raw_kernel(key, state, post.logdensity, params["step_size"])
         dtype = state.position.dtype
         extras = {"acceptance_rate": info.acceptance_rate.astype(dtype)}
-        return state, StepInfo(loss_of(post, state), jnp.ones((), dtype), extras)
+        return state, StepInfo(post.loss_of_logdensity(state.logdensity, state.position), jnp.ones((), dtype), extras)
 
     return Kernel(init=init, step=step, warmup=StepwiseWarmup(int(cfg.num_warmup), warm_init, warm_step, warm_final))
 

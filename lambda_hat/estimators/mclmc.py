@@ -154,7 +154,7 @@ def build(cfg: Any, n: int) -> Kernel:
         del t
         state, info = raw_kernel(key, state, post.logdensity, params["inverse_mass_matrix"], params["L"], params["step_size"])
         dtype = state.position.dtype
-        loss = -(info.logdensity + post.localization(state.position)) / post.nbeta
+        loss = post.loss_of_logdensity(info.logdensity, state.position)
         extras = {
             # the quantity MCLMC tunes: energy error variance per dimension
             "energy_var_per_dim": (info.energy_change**2 / post.d).astype(dtype),
@@ -213,7 +213,7 @@ def build_adjusted(cfg: Any, n: int) -> Kernel:
             integration_steps_params=(params["L"] / params["step_size"],),
         )
         dtype = state.position.dtype
-        loss = -(state.logdensity + post.localization(state.position)) / post.nbeta
+        loss = post.loss_of_logdensity(state.logdensity, state.position)
         extras = {
             "acceptance_rate": info.acceptance_rate,
             "is_divergent": info.is_divergent,
