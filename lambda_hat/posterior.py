@@ -48,6 +48,11 @@ def nbeta_for(n: int, beta0: float) -> float:
     return n * beta0 / math.log(n)
 
 
+def scalars(nbeta_n: int, beta0: float, gamma: float, dtype: Any) -> tuple[jax.Array, jax.Array]:
+    """(nβ, γ) as a posterior holds them (make_posterior; a batched grid's per-chain values)."""
+    return jnp.asarray(nbeta_for(nbeta_n, beta0), dtype), jnp.asarray(gamma, dtype)
+
+
 def chunked_mean_loss(loss_fn: FlatLoss, w: jax.Array, data: Any, n: int, chunk: int) -> jax.Array:
     """The mean loss over all n rows of data, computed chunk rows at a time (see the module docstring)."""
     if chunk >= n:
@@ -279,11 +284,12 @@ def make_posterior(
         measure_L0 = _full_loss(loss_fn, w_full, measure_data, measure_n, chunk)
         if not np.isfinite(float(measure_L0)):
             raise TargetError("posterior.measure_on", f"the loss at w* on that subset is {float(measure_L0)}; λ̂ needs a finite one")
+    nbeta, gamma_ = scalars(nbeta_n or target.sample_size, beta0, gamma, jdtype)
     return Posterior(
         data=data,
         w_star=w_star,
-        nbeta=jnp.asarray(nbeta_for(nbeta_n or target.sample_size, beta0), jdtype),
-        gamma=jnp.asarray(gamma, jdtype),
+        nbeta=nbeta,
+        gamma=gamma_,
         L0=L0,
         gram=gram,
         loss_fn=loss_fn,

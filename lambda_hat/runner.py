@@ -47,6 +47,17 @@ TIMING_NOTES = {
 }
 
 
+# Estimates a batched grid (lambda_hat.grid) computed for jobs that Hydra then runs one by one:
+# run() writes such a job's files and MLflow run from its estimate instead of sampling again.
+_COMPUTED: dict[str, tuple[dict[str, Any], Trace, Any, Target]] = {}
+
+
+def provide_estimate(out_dir: Path, metrics: dict[str, Any], trace: Trace, frame: Any, target: Target) -> None:
+    """The estimate (estimate_target's three results, and its target) that run() will use for the
+    job writing to out_dir, once."""
+    _COMPUTED[str(Path(out_dir).resolve())] = (metrics, trace, frame, target)
+
+
 class RunFailed(RuntimeError):
     """Every chain diverged: there is no estimate (metrics.json is still written)."""
 
@@ -100,19 +111,25 @@ def check_user_target(cfg: DictConfig) -> None:
         prepare(cfg, target)
 
 
+def sampling_target(cfg: DictConfig, target: Target) -> tuple[Target, Any]:
+    """(the target sampled on, the dataset λ̂'s loss is measured on or None): a data-refined λ̂
+    (posterior.measure_on) measures on a subset, and samples there too with sample_on=subset."""
+    p = cfg.posterior
+    if p.measure_on is None:
+        return target, None
+    subset = target.subset(str(p.measure_on))
+    if p.sample_on == "subset":  # sample on the subset too: it is the data, n its rows
+        return dataclasses.replace(target, data=subset, n=None, product=target.product), None
+    return target, subset
+
+
 def prepare(cfg: DictConfig, target: Target | None = None) -> tuple[Target, Posterior]:
     """The target (built or cached) and the posterior an estimator samples; call inside precision(cfg)."""
     if target is None:
         target = build_target(cfg, cache_dir_of(cfg))
     target.check_data()
     p = cfg.posterior
-    measure = None
-    if p.measure_on is not None:  # a data-refined λ̂
-        subset = target.subset(str(p.measure_on))
-        if p.sample_on == "subset":  # sample on the subset too: it is the data, n its rows
-            target = dataclasses.replace(target, data=subset, n=None, product=target.product)
-        else:
-            measure = subset
+    target, measure = sampling_target(cfg, target)
     check_fits(cfg, target)
     posterior = make_posterior(
         target,
@@ -180,7 +197,9 @@ def summary_line(m: dict[str, Any]) -> str:
     compile_s = m["compile_time_s"] + (m.get("warmup_compile_time_s") or 0.0)
     return (
         f"{est}{truth} | {m['sampler']} on {m['model']} d={m['d']}, {m['chains_ok']}/{m['num_chains']} chains"
-        f" | {warmup}sampling {m['sampling_time_s']:.2f}s + compile {compile_s:.2f}s | status {m['status']}"
+        f" | {warmup}sampling {m['sampling_time_s']:.2f}s + compile {compile_s:.2f}s"
+        + (f" (its share of a {m['batch_points']}-point batch)" if (m.get("batch_points") or 1) > 1 else "")
+        + f" | status {m['status']}"
         + (f" | {m['stop_reason']} after {m['num_steps']:,} steps" if m.get("stop_reason") not in (None, "fixed length") else "")
         + (f" | {len(m['warnings'])} health warning(s) above" if m.get("warnings") else "")
     )
@@ -244,6 +263,16 @@ def estimate_target(cfg: DictConfig, target: Target, wait_for_tracking: Callable
             trace = _fit_variational(cfg, posterior, key, label, wait_for_tracking)
         else:
             trace, cost = _sample(cfg, spec, posterior, key, wait_for_tracking)
+    return estimate_from_trace(cfg, target, posterior, trace, cost)
+
+
+def estimate_from_trace(cfg: DictConfig, target: Target, posterior: Posterior, trace: Trace, cost: dict[str, Any]) -> tuple[dict[str, Any], Trace, Any]:
+    """The metrics, Trace and trace frame of an estimator's Trace on posterior (estimate_target's
+    second half; a batched grid's points too)."""
+    s = cfg.sampler
+    spec = registry.get(s.name)
+    variational = spec.family == "variational"
+    with precision(cfg):
         nbeta, L0 = float(posterior.nbeta), float(posterior.llc_L0)
         minimum = minimum_check(posterior) if cfg.posterior.check_minimum else {}
     # a weight- or data-refined λ̂ is another quantity than the whole model's λ: no truth to compare with
@@ -284,6 +313,7 @@ def estimate_target(cfg: DictConfig, target: Target, wait_for_tracking: Callable
         "num_steps": int(s.num_steps) if variational else int(trace.step[-1]) if len(trace.step) else 0,
         "num_burnin": 0 if variational else burnin_steps(s, int(trace.step[-1])),
         "stop_reason": trace.stop_reason,
+        "batch_points": trace.batch_points,  # > 1: run in a batched grid; its times are its share
         "max_steps": None if variational or s.get("max_steps") is None else int(s.max_steps),
         "num_warmup_steps": trace.num_warmup_steps,
         "n_fge": trace.n_fge,
@@ -358,6 +388,9 @@ def run(
     s = cfg.sampler
     variational = registry.get(s.name).family == "variational"
     label = f"{s.name}-{cfg.vi.name}" if variational else s.name  # e.g. vi-mfa
+    computed = _COMPUTED.pop(str(out_dir.resolve()), None)
+    if computed is not None:
+        target = computed[3]
     record = out_dir / "mlflow_run.json"
     tags = {**version_tags(), "lambda_hat.output_dir": str(out_dir.resolve()), **(run_tags or {})}
     t0 = time.perf_counter()
@@ -369,7 +402,10 @@ def run(
         if target is None:
             target = build_target(cfg, cache_dir_of(cfg))
         target_time = time.perf_counter() - t0
-        metrics, trace, frame = estimate_target(cfg, target, wait_for_tracking)
+        if computed is not None:
+            metrics, trace, frame = computed[:3]
+        else:
+            metrics, trace, frame = estimate_target(cfg, target, wait_for_tracking)
         metrics["target_time_s"] = target_time
         files = [outputs.write_resolved_config(out_dir, cfg)]
         files.append(outputs.write_trace(out_dir, frame))

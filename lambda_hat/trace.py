@@ -35,5 +35,7 @@ class Trace:
     devices: int = 1  # devices the chains were split over
     # why sampling stopped: "fixed length" (num_steps), "converged" or "work cap" (sampler.max_steps)
     stop_reason: str = "fixed length"
+    # Runs batched together (lambda_hat.grid): the times above are this run's share of the batch's
+    batch_points: int = 1
     # Variational fits only: per optimiser step (chains, steps): elbo, grad_norm, family diagnostics
     fit: dict[str, np.ndarray] = field(default_factory=dict)

@@ -58,6 +58,10 @@ class EstimatorSpec:
     # size(sampler, n, fge, vi) -> the sampler keys that spend fge full-gradient equivalents per
     # chain, warm-up included (budget.fge_per_chain; lambda_hat.budget applies it); None: no rule
     size: Callable[..., dict[str, Any]] | None = None
+    # Sampler keys a batched grid (lambda_hat.grid) may vary within one compiled program: build()
+    # reads them as numbers it never converts with float()/int(), so they may be traced scalars.
+    # Seeds, posterior.beta0 and posterior.gamma batch for every estimator (they are arguments).
+    grid_keys: tuple[str, ...] = ()
 
     def gradients_per_chain(self, cfg: Any) -> tuple[float | None, float | None] | None:
         return None if self.cost is None else self.cost(cfg)

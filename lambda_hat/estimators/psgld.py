@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from lambda_hat.config import positive, require
 from lambda_hat.estimators import EstimatorSpec
-from lambda_hat.estimators.sgld import LangevinConfig, check_langevin, size_langevin
+from lambda_hat.estimators.sgld import LANGEVIN_GRID_KEYS, LangevinConfig, check_langevin, size_langevin
 
 
 @dataclass
@@ -66,7 +66,7 @@ def build_rmsprop(cfg: Any, n: int) -> Any:
         v = otu.tree_update_moment_per_elem_norm(g, v, cfg.decay, 2)
         return m, v, grad_u, v
 
-    return build_langevin(cfg, n, Preconditioner(update, float(cfg.eps)))
+    return build_langevin(cfg, n, Preconditioner(update, cfg.eps))
 
 
 def build_adam(cfg: Any, n: int) -> Any:
@@ -82,10 +82,14 @@ def build_adam(cfg: Any, n: int) -> Any:
         drift = post.nbeta * otu.tree_bias_correction(m, cfg.beta1, t) + post.gamma * (w - post.w_star)
         return m, v, drift, otu.tree_bias_correction(v, cfg.beta2, t)
 
-    return build_langevin(cfg, n, Preconditioner(update, float(cfg.eps)))
+    return build_langevin(cfg, n, Preconditioner(update, cfg.eps))
 
 
 ESTIMATORS = (
-    EstimatorSpec("rmsprop_sgld", RMSPropSGLDConfig, "minibatch", build_rmsprop, check=check, size=size_langevin),
-    EstimatorSpec("adam_sgld", AdamSGLDConfig, "minibatch", build_adam, check=check, size=size_langevin),
+    EstimatorSpec(
+        "rmsprop_sgld", RMSPropSGLDConfig, "minibatch", build_rmsprop, check=check, size=size_langevin, grid_keys=(*LANGEVIN_GRID_KEYS, "decay", "eps")
+    ),
+    EstimatorSpec(
+        "adam_sgld", AdamSGLDConfig, "minibatch", build_adam, check=check, size=size_langevin, grid_keys=(*LANGEVIN_GRID_KEYS, "beta1", "beta2", "eps")
+    ),
 )

@@ -55,7 +55,7 @@ def build(cfg: Any, n: int) -> Any:
     from lambda_hat.samplers.base import Kernel, StepInfo
     from lambda_hat.samplers.sgmcmc import SGMCMCState, batch_idx, potential
 
-    h, batch, thermostat = float(cfg.step_size), int(cfg.batch_size), cfg.name == "sgnht"
+    h, batch, thermostat = cfg.step_size, int(cfg.batch_size), cfg.name == "sgnht"
     fge = batch / n
 
     def init(key, w0, post):
@@ -88,6 +88,6 @@ def size_sg(s: Any, n: int, fge: Fraction, vi: Any = None) -> dict[str, Any]:
 
 
 ESTIMATORS = (
-    EstimatorSpec("sghmc", SGHMCConfig, "minibatch", build, check=check, size=size_sg),
-    EstimatorSpec("sgnht", SGNHTConfig, "minibatch", build, check=check, size=size_sg),
+    EstimatorSpec("sghmc", SGHMCConfig, "minibatch", build, check=check, size=size_sg, grid_keys=("step_size", "friction")),
+    EstimatorSpec("sgnht", SGNHTConfig, "minibatch", build, check=check, size=size_sg, grid_keys=("step_size", "friction")),
 )

@@ -89,4 +89,7 @@ def size_langevin(s: Any, n: int, fge: Fraction, vi: Any = None) -> dict[str, An
     return sg_sizes(s.name, fge, step, 2 * tune * step)
 
 
-ESTIMATORS = (EstimatorSpec("sgld", SGLDConfig, "minibatch", build, check=check_langevin, size=size_langevin),)
+# The settings a batched grid may vary (EstimatorSpec.grid_keys); null values stay structural.
+LANGEVIN_GRID_KEYS = ("step_size", "target_mala_accept", "max_bias")
+
+ESTIMATORS = (EstimatorSpec("sgld", SGLDConfig, "minibatch", build, check=check_langevin, size=size_langevin, grid_keys=LANGEVIN_GRID_KEYS),)

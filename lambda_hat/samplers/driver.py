@@ -22,6 +22,7 @@ have to know the others' chunk boundaries.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import threading
@@ -53,6 +54,43 @@ class Converge:
     rhat: float  # split R-hat of the kept per-draw losses at most this
     ess: float  # and their bulk ESS at least this
     burnin: Callable[[int], int]  # burn-in steps for a run of that many steps
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Several runs of one program shape side by side (lambda_hat.grid): the chains of every run
+    are chains of one batch, point g's being [g·C, (g+1)·C) for C chains per point.
+
+    ``build(settings) -> Kernel`` builds one chain's kernel from its sampler settings (traced
+    scalars: EstimatorSpec.grid_keys); ``settings`` holds them per chain, and ``per_chain`` names
+    the Posterior leaves given per chain (nbeta, gamma: shape (points·C,)). ``program`` identifies
+    the program's shape for the compiled-program cache.
+    """
+
+    build: Callable[[dict[str, jax.Array]], Kernel]
+    settings: dict[str, jax.Array]
+    points: int
+    program: Hashable
+    per_chain: tuple[str, ...] = ("nbeta", "gamma")
+
+
+def _chainwise(kernel: Kernel, grid: Grid | None, pick: Callable[[Kernel], Callable], in_axes: tuple, posterior: Posterior) -> Callable:
+    """``f(settings, *args)``: pick(kernel) vmapped over chains (in_axes; the string "post" marks
+    the posterior). In a grid each chain builds its kernel from its own settings and reads its own
+    per-chain posterior leaves; otherwise settings is {} and the kernel is the one given."""
+    if grid is None:
+        vmapped = jax.vmap(pick(kernel), in_axes=tuple(None if a == "post" else a for a in in_axes))
+        return lambda settings, *args: vmapped(*args)
+    post_axes = dataclasses.replace(jax.tree.map(lambda _: None, posterior), **dict.fromkeys(grid.per_chain, 0))
+    axes = tuple(post_axes if a == "post" else a for a in in_axes)
+    return jax.vmap(lambda settings, *args: pick(grid.build(settings))(*args), in_axes=(0, *axes))
+
+
+def _posterior_spec(posterior: Posterior, grid: Grid | None):
+    """How the posterior is laid out over the chain mesh: replicated, but for a grid's per-chain leaves."""
+    if grid is None:
+        return P()
+    return dataclasses.replace(jax.tree.map(lambda _: P(), posterior), **dict.fromkeys(grid.per_chain, P(CHAIN_AXIS)))
 
 
 def converged(loss: np.ndarray, burnin_draws: int, rhat_max: float, ess_min: float) -> tuple[bool, float, float]:
@@ -175,9 +213,14 @@ def _over_chains(fn, mesh: Mesh | None, in_specs: tuple, out_specs):
     return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
 
 
-def _place(mesh: Mesh | None, tree, spec: P):
-    """Commit tree's arrays to the mesh (chain-split or replicated) so compiled calls see one layout."""
-    return tree if mesh is None else jax.device_put(tree, NamedSharding(mesh, spec))
+def _place(mesh: Mesh | None, tree, spec):
+    """Commit tree's arrays to the mesh (chain-split or replicated, or a tree of specs) so compiled
+    calls see one layout."""
+    if mesh is None:
+        return tree
+    if isinstance(spec, P):
+        return jax.device_put(tree, NamedSharding(mesh, spec))
+    return jax.device_put(tree, jax.tree.map(lambda s: NamedSharding(mesh, s), spec))
 
 
 def _log_progress(label: str, what: str, done: int, total: int, elapsed: float) -> None:
@@ -210,27 +253,33 @@ class _Reporter:
 
 def _run_stepwise_warmup(
     warmup: StepwiseWarmup,
+    kernel: Kernel,
+    grid: Grid | None,
     mesh: Mesh | None,
+    settings,
     keys,
     states,
     posterior,
     *,
+    program: Hashable,
     label: str,
     progress: bool,
     max_chunks: int,
     before_timed: Callable[[], None],
 ):
-    """Adaptation in a few chunks of one compiled loop: progress in steps, nothing kept per step."""
-    chains, replicated = P(CHAIN_AXIS), P()
-    init_all = jax.vmap(warmup.init, in_axes=(0, 0, None))
-    step_all = jax.vmap(warmup.step, in_axes=(0, None, None))
+    """Adaptation in a few chunks of one compiled loop: progress in steps, nothing kept per step.
+    Returns (Warmup, work per chain, seconds, compile seconds)."""
+    chains, replicated, post_spec = P(CHAIN_AXIS), P(), _posterior_spec(posterior, grid)
+    init_all = _chainwise(kernel, grid, lambda k: k.warmup.init, (0, 0, "post"), posterior)
+    step_all = _chainwise(kernel, grid, lambda k: k.warmup.step, (0, "post", None), posterior)
+    final_all = _chainwise(kernel, grid, lambda k: k.warmup.final, (0, "post"), posterior)
 
-    def chunk(carry, t, num, posterior):
+    def chunk(carry, t, num, posterior, settings):
         zeros = jnp.zeros(jax.tree.leaves(carry)[0].shape[0], posterior.dtype)
 
         def body(_, c):
             carry, t, fge, comp = c
-            carry, f = step_all(carry, posterior, t)
+            carry, f = step_all(settings, carry, posterior, t)
             # Kahan summation: a float32 running total of thousands of minibatch fractions drifts.
             y = f - comp
             total = fge + y
@@ -241,21 +290,22 @@ def _run_stepwise_warmup(
         return carry, t, fge
 
     init_fn, _ = _compiled(
-        ("warmup_init", warmup),
-        lambda: jax.jit(_over_chains(init_all, mesh, (chains, chains, replicated), chains)),
+        ("warmup_init", program),
+        lambda: jax.jit(_over_chains(init_all, mesh, (chains, chains, chains, post_spec), chains)),
+        settings,
         keys,
         states,
         posterior,
         mesh=mesh,
     )
-    carry = init_fn(keys, states, posterior)
+    carry = init_fn(settings, keys, states, posterior)
     t = _place(mesh, jnp.zeros((), jnp.int32), replicated)
     num = _place(mesh, jnp.zeros((), jnp.int32), replicated)
     chunk_fn = lambda: jax.jit(  # noqa: E731
-        _over_chains(chunk, mesh, (chains, replicated, replicated, replicated), (chains, replicated, chains)),
+        _over_chains(chunk, mesh, (chains, replicated, replicated, post_spec, chains), (chains, replicated, chains)),
         donate_argnums=(0,),
     )
-    compiled, compile_time = _compiled(("warmup_chunk", warmup), chunk_fn, carry, t, num, posterior, mesh=mesh)
+    compiled, compile_time = _compiled(("warmup_chunk", program), chunk_fn, carry, t, num, posterior, settings, mesh=mesh)
     before_timed()
     sizer = ChunkSizer(math.ceil(warmup.num_steps / max(1, max_chunks)))
     report = _Reporter(label, "warm-up step", warmup.num_steps, progress)
@@ -265,21 +315,22 @@ def _run_stepwise_warmup(
     while done < warmup.num_steps:
         k = sizer.next(warmup.num_steps - done)
         begun = time.perf_counter()
-        carry, t, fge = compiled(carry, t, _place(mesh, jnp.asarray(k, jnp.int32), replicated), posterior)
-        fge_total += float(np.sum(np.asarray(fge, np.float64)))  # blocks: the chunk is done
+        carry, t, fge = compiled(carry, t, _place(mesh, jnp.asarray(k, jnp.int32), replicated), posterior, settings)
+        fge_total = fge_total + np.asarray(fge, np.float64)  # blocks: the chunk is done
         sizer.ran(k, time.perf_counter() - begun)
         done += k
         if done < warmup.num_steps:
             report(done, time.perf_counter() - start)
     final_fn, _ = _compiled(
-        ("warmup_final", warmup),
-        lambda: jax.jit(_over_chains(jax.vmap(warmup.final, in_axes=(0, None)), mesh, (chains, replicated), chains)),
+        ("warmup_final", program),
+        lambda: jax.jit(_over_chains(final_all, mesh, (chains, chains, post_spec), chains)),
+        settings,
         carry,
         posterior,
         mesh=mesh,
     )
-    result = final_fn(carry, posterior)
-    fge_total += float(np.sum(np.asarray(result.fge, np.float64)))
+    result = final_fn(settings, carry, posterior)
+    fge_total = fge_total + np.asarray(result.fge, np.float64)
     return result, fge_total, time.perf_counter() - start, compile_time
 
 
@@ -308,36 +359,104 @@ def run_chains(
     after compiling and before the first timed phase: the caller finishes any background work
     there, so that the reported times are the estimator's alone.
     """
+    return _run(
+        kernel,
+        posterior,
+        key,
+        None,
+        num_chains=num_chains,
+        num_steps=num_steps,
+        num_burnin=num_burnin,
+        thinning=thinning,
+        progress=progress,
+        label=label,
+        max_chunks=max_chunks,
+        split_chains=split_chains,
+        heartbeat_s=heartbeat_s,
+        before_timed=before_timed,
+        converge=converge,
+    )[0]
+
+
+def run_grid(
+    kernel: Kernel, posterior: Posterior, keys: list[jax.Array], grid: Grid, *, num_chains: int, num_steps: int, num_burnin: int, **kw: Any
+) -> list[Trace]:
+    """run_chains for every point of a grid at once (one compiled program): point g runs from
+    keys[g] with grid.settings' chains [g·C, (g+1)·C) and the posterior's per-chain leaves; each
+    point's chains get the same random draws as run_chains(key=keys[g]) would give them. kernel
+    is any point's (its structure: warm-up kind and length). Fixed length only (no converge)."""
+    return _run(kernel, posterior, keys, grid, num_chains=num_chains, num_steps=num_steps, num_burnin=num_burnin, **kw)
+
+
+def _point_keys(key: jax.Array, num_chains: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """A run's (init, warm-up, sampling) keys, one per chain."""
+    init_key, warm_key, run_key = jax.random.split(key, 3)
+    return tuple(jax.random.split(k, num_chains) for k in (init_key, warm_key, run_key))  # type: ignore[return-value]
+
+
+def _run(
+    kernel: Kernel,
+    posterior: Posterior,
+    key: jax.Array | list[jax.Array],
+    grid: Grid | None,
+    *,
+    num_chains: int,
+    num_steps: int,
+    num_burnin: int,
+    thinning: int = 1,
+    progress: bool = True,
+    label: str = "sampler",
+    max_chunks: int = 10,
+    split_chains: bool = True,
+    heartbeat_s: float = 30.0,
+    before_timed: Callable[[], None] = lambda: None,
+    converge: Converge | None = None,
+) -> list[Trace]:
     if num_steps % thinning:
         raise ValueError(f"num_steps={num_steps} is not a multiple of thinning={thinning}")
+    if grid is not None and converge is not None:
+        raise ValueError("a grid runs a fixed length: each point would stop at its own time")
+    points = 1 if grid is None else grid.points
+    total_chains = points * num_chains
+    program: Hashable = kernel if grid is None else grid.program
+    settings = {} if grid is None else grid.settings
     num_draws = num_steps // thinning
     # The buffers of one call hold at most a tenth of the run (until converged: a tenth of its first
     # stretch); the calls themselves are sized by time (ChunkSizer).
     draws_per_chunk = math.ceil(num_draws / max(1, max_chunks))
-    mesh = chain_mesh(num_chains) if split_chains else None
+    mesh = chain_mesh(total_chains) if split_chains else None
     chains, replicated = P(CHAIN_AXIS), P()
-    init_key, warm_key, run_key = jax.random.split(key, 3)
-    chain_keys = _place(mesh, jax.random.split(run_key, num_chains), chains)
-    states = jax.vmap(kernel.init, in_axes=(0, None, None))(jax.random.split(init_key, num_chains), posterior.w_star, posterior)
+    post_spec = _posterior_spec(posterior, grid)
+    per_point = [_point_keys(k, num_chains) for k in ([key] if grid is None else key)]
+    init_keys, warm_keys, run_keys = (jnp.concatenate([p[i] for p in per_point]) if points > 1 else per_point[0][i] for i in range(3))
+    chain_keys = _place(mesh, run_keys, chains)
+    init_all = _chainwise(kernel, grid, lambda k: k.init, (0, None, "post"), posterior)
+    states = init_all(settings, init_keys, posterior.w_star, posterior)
     states = _place(mesh, states, chains)
-    posterior = _place(mesh, posterior, replicated)
+    settings = _place(mesh, settings, chains)
+    posterior = _place(mesh, posterior, post_spec)
 
-    params, warm_extras, fge_warmup = (), {}, 0.0
+    params, warm_extras = (), {}
+    fge_warmup: np.ndarray | float = 0.0  # per chain
     warmup_time = warmup_compile = 0.0
     num_warmup_steps = 0
     timed_started = False
     if kernel.warmup is not None:
-        warm_keys = _place(mesh, jax.random.split(warm_key, num_chains), chains)
+        warm_keys = _place(mesh, warm_keys, chains)
         if isinstance(kernel.warmup, StepwiseWarmup):
             num_warmup_steps = kernel.warmup.num_steps
             if progress:
-                log.info("[%s] warm-up/adaptation of %d chains, %d steps each ...", label, num_chains, num_warmup_steps)
+                log.info("[%s] warm-up/adaptation of %d chains, %d steps each ...", label, total_chains, num_warmup_steps)
             warm, fge_warmup, warmup_time, warmup_compile = _run_stepwise_warmup(
                 kernel.warmup,
+                kernel,
+                grid,
                 mesh,
+                settings,
                 warm_keys,
                 states,
                 posterior,
+                program=program,
                 label=label,
                 progress=progress,
                 max_chunks=max_chunks,
@@ -345,16 +464,15 @@ def run_chains(
             )
         else:
             if progress:
-                log.info("[%s] warm-up/adaptation of %d chains (one compiled call) ...", label, num_chains)
-            warm_fn = lambda: jax.jit(  # noqa: E731
-                _over_chains(jax.vmap(kernel.warmup, in_axes=(0, 0, None)), mesh, (chains, chains, replicated), chains)
-            )
-            compiled, warmup_compile = _compiled(("warmup", kernel.warmup), warm_fn, warm_keys, states, posterior, mesh=mesh)
+                log.info("[%s] warm-up/adaptation of %d chains (one compiled call) ...", label, total_chains)
+            warm_all = _chainwise(kernel, grid, lambda k: k.warmup, (0, 0, "post"), posterior)
+            warm_fn = lambda: jax.jit(_over_chains(warm_all, mesh, (chains, chains, chains, post_spec), chains))  # noqa: E731
+            compiled, warmup_compile = _compiled(("warmup", program), warm_fn, settings, warm_keys, states, posterior, mesh=mesh)
             before_timed()
             start = time.perf_counter()
             with _heartbeat(f"[{label}] warm-up still running", heartbeat_s, progress):
-                warm = compiled(warm_keys, states, posterior)
-                fge_warmup = float(jnp.sum(warm.fge))  # blocks until the warm-up is done
+                warm = compiled(settings, warm_keys, states, posterior)
+                fge_warmup = np.asarray(warm.fge, np.float64)  # blocks until the warm-up is done
             warmup_time = time.perf_counter() - start
         timed_started = True
         states, params = warm.state, warm.params
@@ -363,16 +481,16 @@ def run_chains(
             summary = ", ".join(f"{k}={np.median(v):.4g}" for k, v in warm_extras.items())
             log.info("[%s] warm-up done in %.1fs (median over chains: %s)", label, warmup_time, summary)
 
-    step_all = jax.vmap(kernel.step, in_axes=(0, 0, 0, None, None))
+    step_all = _chainwise(kernel, grid, lambda k: k.step, (0, 0, 0, "post", None), posterior)
 
-    def run_chunk(states, t, posterior, params, chain_keys, num):
+    def run_chunk(states, t, posterior, params, chain_keys, num, settings):
         local_chains = chain_keys.shape[0]  # this device's share under shard_map
         zeros = jnp.zeros(local_chains, posterior.dtype)
 
         def one_step(carry, _):
             states, t, fge, extras_sum = carry
             keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(chain_keys, t)
-            states, info = step_all(keys, states, params, posterior, t)
+            states, info = step_all(settings, keys, states, params, posterior, t)
             fge = fge + info.fge
             # NaN-aware running sums: a diagnostic may be evaluated only on some steps (NaN otherwise)
             extras_sum = jax.tree.map(
@@ -416,21 +534,28 @@ def run_chains(
         return states, t, losses, fge, extras
 
     # The diagnostics a step reports, to size the accumulators (and to name them below).
-    extras_key = ("extras", kernel, _signature((chain_keys, states, params, posterior)))
+    extras_key = ("extras", program, _signature((chain_keys, states, params, posterior, settings)))
     extras_shape = _PROGRAMS.get(extras_key)
     if extras_shape is None:
         extras_shape = _PROGRAMS[extras_key] = jax.eval_shape(
-            lambda s, p: step_all(chain_keys, s, p, posterior, jnp.zeros((), jnp.int32))[1].extras, states, params
+            lambda s, p, c: step_all(c, chain_keys, s, p, posterior, jnp.zeros((), jnp.int32))[1].extras, states, params, settings
         )
     t = jnp.zeros((), jnp.int32)
     per_draw = P(None, CHAIN_AXIS)  # (draws, chains) outputs
     chunk_fn = lambda: jax.jit(  # noqa: E731
-        _over_chains(run_chunk, mesh, (chains, replicated, replicated, chains, chains, replicated), (chains, replicated, per_draw, per_draw, per_draw)),
+        _over_chains(
+            run_chunk,
+            mesh,
+            (chains, replicated, post_spec, chains, chains, replicated, chains),
+            (chains, replicated, per_draw, per_draw, per_draw),
+        ),
         donate_argnums=(0,),
     )
     t = _place(mesh, t, replicated)
     num = _place(mesh, jnp.zeros((), jnp.int32), replicated)
-    compiled, compile_time = _compiled(("sample", kernel, thinning, draws_per_chunk), chunk_fn, states, t, posterior, params, chain_keys, num, mesh=mesh)
+    compiled, compile_time = _compiled(
+        ("sample", program, thinning, draws_per_chunk), chunk_fn, states, t, posterior, params, chain_keys, num, settings, mesh=mesh
+    )
 
     if not timed_started:
         before_timed()
@@ -447,7 +572,7 @@ def run_chains(
         due = num_draws if done < num_draws else checked + draws_per_chunk
         size = sizer.next((min(due, max_draws) if converge is not None else max_draws) - done)
         begun = time.perf_counter()
-        states, t, losses, fge, extras = compiled(states, t, posterior, params, chain_keys, _place(mesh, jnp.asarray(size, jnp.int32), replicated))
+        states, t, losses, fge, extras = compiled(states, t, posterior, params, chain_keys, _place(mesh, jnp.asarray(size, jnp.int32), replicated), settings)
         loss_chunks.append(np.asarray(losses)[:size])  # blocks: the chunk is done
         fge_chunks.append(np.asarray(fge, dtype=np.float64)[:size])
         extra_chunks.append({k: np.asarray(v)[:size] for k, v in extras.items()})
@@ -474,29 +599,38 @@ def run_chains(
     step = thinning * np.arange(1, num_draws + 1)
     burnin_draws = int(np.sum(step <= num_burnin))
     fge_per_draw = np.concatenate(fge_chunks, axis=0)  # (draws, chains)
-    fge_burn, fge_sample = float(fge_per_draw[:burnin_draws].sum()), float(fge_per_draw[burnin_draws:].sum())
+    fge_burn, fge_sample = fge_per_draw[:burnin_draws].sum(axis=0), fge_per_draw[burnin_draws:].sum(axis=0)
+    fge_before = np.broadcast_to(np.asarray(fge_warmup, np.float64), (total_chains,)) + fge_burn
     loss = np.concatenate(loss_chunks, axis=0).T
+    extras_all = {k: np.concatenate([c[k] for c in extra_chunks], axis=0).T for k in (*extras_shape, "distance")}
     # A chain whose adaptation produced a non-finite parameter (blackjax's MCLMC tuning can) may
     # still yield finite but meaningless draws (e.g. stuck at w*): flag it like a diverged chain.
-    failed = np.zeros(num_chains, bool)
+    failed = np.zeros(total_chains, bool)
     for values in warm_extras.values():
-        failed |= ~np.isfinite(np.asarray(values, dtype=np.float64)).reshape(num_chains, -1).all(axis=1)
+        failed |= ~np.isfinite(np.asarray(values, dtype=np.float64)).reshape(total_chains, -1).all(axis=1)
     if failed.any():
         log.warning("[%s] adaptation failed (non-finite parameters) on chains %s", label, np.flatnonzero(failed).tolist())
         loss[failed] = np.nan
-    return Trace(
-        loss=loss,
-        step=step,
-        num_burnin_draws=burnin_draws,
-        compile_time_s=compile_time,
-        sampling_time_s=sampling_time,
-        n_fge=fge_sample,
-        n_fge_warmup=fge_warmup + fge_burn,
-        extras={k: np.concatenate([c[k] for c in extra_chunks], axis=0).T for k in (*extras_shape, "distance")},
-        warmup=warm_extras,
-        warmup_time_s=warmup_time,
-        warmup_compile_time_s=warmup_compile,
-        num_warmup_steps=num_warmup_steps,
-        devices=1 if mesh is None else int(mesh.devices.size),
-        stop_reason=stop_reason,
-    )
+    traces = []
+    for g in range(points):  # a grid's points share its times: each is given its share
+        rows = slice(g * num_chains, (g + 1) * num_chains)
+        traces.append(
+            Trace(
+                loss=loss[rows],
+                step=step,
+                num_burnin_draws=burnin_draws,
+                compile_time_s=compile_time / points,
+                sampling_time_s=sampling_time / points,
+                n_fge=float(fge_sample[rows].sum()),
+                n_fge_warmup=float(fge_before[rows].sum()),
+                extras={k: v[rows] for k, v in extras_all.items()},
+                warmup={k: v[rows] for k, v in warm_extras.items()},
+                warmup_time_s=warmup_time / points,
+                warmup_compile_time_s=warmup_compile / points,
+                num_warmup_steps=num_warmup_steps,
+                devices=1 if mesh is None else int(mesh.devices.size),
+                stop_reason=stop_reason,
+                batch_points=points,
+            )
+        )
+    return traces

@@ -95,7 +95,7 @@ def mala_acceptance(
 def build_langevin(cfg: Any, n: int, preconditioner: Preconditioner | None = None) -> Kernel:
     """An SG-Langevin kernel (tuned if cfg.target_mala_accept is set); n is the data size (a
     minibatch gradient is batch/n FGE); preconditioner None = plain SGLD (G = 1)."""
-    eps0, batch = float(cfg.step_size), int(cfg.batch_size)
+    eps0, batch = cfg.step_size, int(cfg.batch_size)  # no float(): a grid traces it
     fge = batch / n
     mala_every = int(getattr(cfg, "mala_every", 0))
     target_accept = getattr(cfg, "target_mala_accept", None)
@@ -178,7 +178,7 @@ def build_langevin(cfg: Any, n: int, preconditioner: Preconditioner | None = Non
         max_bias · 8 λ̂ / (tr(G A) + tr(G Σ_g)) during tuning (so the chain does not heat up)
         and at its end.
         """
-        da_init, da_update, da_final = dual_averaging_adaptation(float(target_accept))
+        da_init, da_update, da_final = dual_averaging_adaptation(target_accept)
 
         def bias_cap(sums):
             llc_sum, trace_sum = sums
