@@ -48,7 +48,7 @@ class Result:
         return self.metrics.get("llc_ci95")
 
     def __str__(self) -> str:
-        from lambda_hat.runner import summary_line
+        from lambda_hat.summary import summary_line
 
         return summary_line(self.metrics)
 
@@ -156,19 +156,11 @@ def estimate(
         >>> r = lh.estimate(target, "sgld", overrides={"sampler.num_steps": 2000})  # doctest: +SKIP
         >>> print(r.llc_mean, r.llc_sem, r.warnings)  # doctest: +SKIP
     """
-    if not isinstance(target, Target):
-        raise ConfigError("target", message=f"target: expected a lambda_hat.Target, got {type(target).__name__}")
-    given = _as_overrides(overrides) + _as_overrides(more_overrides)
-    keys = {o.split("=", 1)[0].lstrip("+~") for o in given}
-    defaults = {"seed": seed, "progress": progress, "mlflow.enabled": bool(mlflow), "plots": out_dir is not None}
-    cfg = compose(sampler, _as_overrides({k: v for k, v in defaults.items() if k not in keys}) + given)
+    cfg = _compose_for(
+        target, sampler, _as_overrides(overrides) + _as_overrides(more_overrides), seed=seed, progress=progress, mlflow=mlflow, plots=out_dir is not None
+    )
     from lambda_hat import runner
-    from lambda_hat.devices import configure_cpu_devices, usable_cores
 
-    have = configure_cpu_devices(cfg.cpu_devices)
-    want = usable_cores() if cfg.cpu_devices is None else int(cfg.cpu_devices)
-    if have < want and not _told_devices:
-        _tell_devices(have, want)
     if out_dir is not None or mlflow:
         if out_dir is None:
             raise ConfigError("out_dir", message="out_dir: mlflow=True needs an out_dir for the run's files")
@@ -179,3 +171,78 @@ def estimate(
     if metrics["status"] == "failed":
         raise runner.RunFailed(f"all {cfg.sampler.num_chains} chains produced NaN/inf (lower the step size)")
     return Result(metrics["llc_mean"], metrics["llc_sem"], metrics, trace, list(metrics["warnings"]), cfg)
+
+
+def _compose_for(target: Target, sampler: str, given: list[str], **defaults: Any) -> DictConfig:
+    """The config of a run on target (the defaults where the overrides do not set them), JAX's CPU
+    devices set up for it (or a warning once, when JAX started too early to split the chains)."""
+    if not isinstance(target, Target):
+        raise ConfigError("target", message=f"target: expected a lambda_hat.Target, got {type(target).__name__}")
+    keys = {o.split("=", 1)[0].lstrip("+~") for o in given}
+    defaults["mlflow.enabled"] = bool(defaults.pop("mlflow"))
+    cfg = compose(sampler, _as_overrides({k: v for k, v in defaults.items() if k not in keys}) + given)
+    from lambda_hat.devices import configure_cpu_devices, usable_cores
+
+    have = configure_cpu_devices(cfg.cpu_devices)
+    want = usable_cores() if cfg.cpu_devices is None else int(cfg.cpu_devices)
+    if have < want and not _told_devices:
+        _tell_devices(have, want)
+    return cfg
+
+
+def estimate_grid(
+    target: Target,
+    sampler: str = "sgld",
+    points: Sequence[Mapping[str, Any]] = (),
+    *,
+    overrides: Mapping[str, Any] | Sequence[str] = (),
+    progress: bool = False,
+    max_batch_mb: float | None = None,
+    max_points: int = 64,
+) -> list[Result]:
+    """λ̂ at every point of a grid of settings, the points that share one program run as one batch.
+
+    The CLI's ``hydra/launcher=batched`` in Python (lambda_hat.grid): points that differ only in
+    ``seed``, ``posterior.beta0``, ``posterior.gamma`` and the sampler's numeric settings (step
+    size, friction, the tuning target, RMSprop/Adam constants) run as grid points × chains in one
+    compiled program, each with the draws it would get alone; the others run one by one.
+
+    Args:
+        target: a lambda_hat.Target.
+        sampler: the estimator preset, as in :func:`estimate`.
+        points: one mapping of the CLI's keys per grid point, e.g.
+            ``{"sampler.step_size": 1e-6, "posterior.gamma": 100.0, "seed": 1}``.
+        overrides: the CLI's keys every point shares.
+        progress: log progress lines.
+        max_batch_mb: estimated memory of one program; larger grids are split (None: ~8 MB per
+            CPU device, where larger batches outgrow the caches, or 2 GiB on a GPU).
+        max_points: grid points in one program at most.
+
+    Returns:
+        One Result per point, in order; a point whose chains all diverged has ``llc_mean`` None
+        and ``metrics["status"] == "failed"`` (the others are unaffected).
+
+    Example:
+        >>> import lambda_hat as lh
+        >>> grid = [{"sampler.step_size": e, "posterior.gamma": g} for e in (1e-6, 1e-5) for g in (10.0, 100.0)]
+        >>> results = lh.estimate_grid(target, "sgld", grid, overrides={"sampler.target_mala_accept": None})  # doctest: +SKIP
+        >>> [r.llc_mean for r in results]  # doctest: +SKIP
+    """
+    from lambda_hat import grid, runner
+
+    common = _as_overrides(overrides)
+    cfgs = [_compose_for(target, sampler, common + _as_overrides(p), seed=0, progress=progress, mlflow=False, plots=False) for p in points]
+    groups: dict[str | None, list[int]] = {}
+    for i, cfg in enumerate(cfgs):
+        key = grid.structure(cfg)
+        groups.setdefault(key if key is not None else f"alone {i}", []).append(i)
+    estimates: dict[int, tuple[dict[str, Any], Any]] = {}
+    for members in groups.values():
+        if len(members) == 1:
+            metrics, _, frame = runner.estimate_target(cfgs[members[0]], target)
+            estimates[members[0]] = (metrics, frame)
+            continue
+        batch = grid.estimate_grid([cfgs[i] for i in members], target, max_batch_mb=max_batch_mb, max_points=max_points)
+        for i, (metrics, _, frame, _) in zip(members, batch):
+            estimates[i] = (metrics, frame)
+    return [Result(m["llc_mean"], m["llc_sem"], m, frame, list(m["warnings"]), cfg) for cfg, (m, frame) in ((cfgs[i], estimates[i]) for i in range(len(cfgs)))]

@@ -36,7 +36,8 @@ def hydra_app(cfg: DictConfig) -> float | None:
         # Hydra logs at INFO; JAX's backend probe would print "Unable to initialize backend 'tpu'".
         logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
         from lambda_hat.budget import apply_budget
-        from lambda_hat.runner import run, summary_line  # after Hydra set up logging
+        from lambda_hat.runner import run  # after Hydra set up logging
+        from lambda_hat.summary import summary_line
         from lambda_hat.tracking.store import TrackingError
 
         from lambda_hat.outputs import write_failure

@@ -32,6 +32,7 @@ from lambda_hat.samplers.driver import Converge, run_chains
 from lambda_hat.targets import Target, TargetError, build_target, store
 from lambda_hat.tracking.store import check_store, resolve_tracking_uri
 from lambda_hat.tracking.tracked import log_results, mlflow_run
+from lambda_hat.summary import target_name
 from lambda_hat.trace import Trace
 
 log = logging.getLogger(__name__)
@@ -146,18 +147,6 @@ def prepare(cfg: DictConfig, target: Target | None = None) -> tuple[Target, Post
     return target, posterior
 
 
-def _target_name(model: Any, target: Target | None = None) -> str:
-    """A short name of the target for run names (MLflow's runs list, plot titles): a DLN's widths
-    and rank (model=dln_random resolves to one too), a user target's name, else the model's name;
-    so the children of a sweep over targets are told apart at a glance."""
-    if target is not None and model.name == "user":
-        return target.name
-    if model.name == "dln":
-        rank = f"r{model.true_rank}" if model.get("true_rank") is not None else ""
-        return "dln[" + ",".join(str(w) for w in model.widths) + "]" + rank
-    return str(model.name)
-
-
 @functools.cache  # importlib.metadata reads the installed distributions: once per process
 def version_tags() -> dict[str, str]:
     """Versions that change the numbers (README: reproducibility), as MLflow tags."""
@@ -170,39 +159,6 @@ def version_tags() -> dict[str, str]:
         except PackageNotFoundError:
             pass
     return out
-
-
-def summary_line(m: dict[str, Any]) -> str:
-    """The one-line result printed last: λ̂ ± se, the true λ when known, and the time."""
-    if m["llc_mean"] is None:
-        est = "λ̂ = n/a (all chains diverged)"
-    else:
-        est = f"λ̂ = {m['llc_mean']:.3f} ± {m['llc_sem']:.3f}"
-        if m.get("llc_ci95") is not None:
-            est += f" (95% CI {m['llc_ci95'][0]:.3f}–{m['llc_ci95'][1]:.3f})"
-    refined = [f"weights {','.join(m['restrict'])}"] if m.get("restrict") else []
-    if m.get("measure_on"):
-        refined.append(f"loss on {m['measure_on']}" + (", sampled there" if m.get("sample_on") == "subset" else ""))
-    if refined:
-        est += f" (refined: {'; '.join(refined)})"
-    truth = ""
-    if m["llc_true"] is not None:
-        truth = f" | true λ = {m['llc_true']:g}"
-        if m.get("llc_rel_error") is not None:
-            truth += f" ({100 * m['llc_rel_error']:+.1f}%)"
-    elif m.get("llc_global") is not None:  # a teacher whose local λ no check proves
-        truth = f" | local λ unknown (Aoyagi's global λ = {m['llc_global']:g})"
-    # warm-up/tuning runs before sampling and can take as long
-    warmup = f"warm-up {m['warmup_time_s']:.2f}s + " if m.get("warmup_time_s") else ""
-    compile_s = m["compile_time_s"] + (m.get("warmup_compile_time_s") or 0.0)
-    return (
-        f"{est}{truth} | {m['sampler']} on {m['model']} d={m['d']}, {m['chains_ok']}/{m['num_chains']} chains"
-        f" | {warmup}sampling {m['sampling_time_s']:.2f}s + compile {compile_s:.2f}s"
-        + (f" (its share of a {m['batch_points']}-point batch)" if (m.get("batch_points") or 1) > 1 else "")
-        + f" | status {m['status']}"
-        + (f" | {m['stop_reason']} after {m['num_steps']:,} steps" if m.get("stop_reason") not in (None, "fixed length") else "")
-        + (f" | {len(m['warnings'])} health warning(s) above" if m.get("warnings") else "")
-    )
 
 
 def _sample(
@@ -288,7 +244,7 @@ def estimate_from_trace(cfg: DictConfig, target: Target, posterior: Posterior, t
         **cost,
         "sampler": s.name,
         "family": spec.family,
-        "model": _target_name(cfg.model, target) if cfg.model.name == "user" else cfg.model.name,
+        "model": target_name(cfg.model, target) if cfg.model.name == "user" else cfg.model.name,
         "target_id": target.target_id,
         "seed": int(cfg.seed),
         "dtype": str(posterior.dtype),  # the precision actually used
@@ -396,7 +352,7 @@ def run(
     t0 = time.perf_counter()
     if target is None and cfg.model.name == "user":  # a user's factory: built before the run is named
         target = build_target(cfg, cache_dir_of(cfg))
-    run_name = f"{label}-{_target_name(cfg.model, target)}-seed{cfg.seed}"
+    run_name = f"{label}-{target_name(cfg.model, target)}-seed{cfg.seed}"
     with mlflow_run(cfg, launch_dir, run_name, started_wall, record, tags) as tracked:
         wait_for_tracking = tracked.wait if tracked is not None else (lambda: None)
         if target is None:

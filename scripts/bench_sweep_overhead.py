@@ -24,6 +24,9 @@ Sweeps (``--sweeps``):
          sampler.batch_size=100 sampler.num_steps=2000 seed=0..7
   sgld1  the first of them alone (the command's fixed cost)
   smoke  +experiment=smoke (every sampler once on a tiny DLN)
+  grid25      5 fixed steps x 5 γ, 4 chains each, default DLN (d = 800)
+  grid25_mlp  the same grid on a user MLP (examples/digits_mlp.py, d = 24,760), 2,000 steps
+  grid25_small  the same grid of sgld8's small jobs (DLN [4,6,4], batch 100, 2,000 steps)
 
 Launchers (``--launcher``, repeatable): ``basic`` (Hydra's in-process basic launcher, the
 default) or any ``hydra/launcher`` option, passed as ``hydra/launcher=<name>``.
@@ -44,6 +47,8 @@ Usage (from the repository root):
   python scripts/bench_sweep_overhead.py --sweeps sgld1,sgld8 --checkout /tmp/lambda_hat_before
   python scripts/bench_sweep_overhead.py --cold --repeats 2 --json results.json
   python scripts/bench_sweep_overhead.py --extra cpu_devices=1    # more overrides for every sweep
+  python scripts/bench_sweep_overhead.py --sweeps grid25,grid25_mlp --launcher basic \
+      --launcher local_parallel --launcher batched               # batched grids (issue 25)
 """
 
 from __future__ import annotations
@@ -76,6 +81,15 @@ SWEEPS: dict[str, list[str]] = {
     "smoke": ["+experiment=smoke"],
 }
 SWEEPS["sgld1"] = [*SWEEPS["sgld8"][:-1], "seed=0"]
+# Issue 25's grid: 5 fixed steps x 5 γ, 4 chains each (a calibration-style grid), on the default DLN
+# and on a user MLP of 24,760 parameters (examples/digits_mlp.py, hidden 330, at its initial
+# weights: the timing is the point), 2,000 steps there to keep the basic launcher's run short.
+GRID25 = ["sampler.target_mala_accept=null", "sampler.num_chains=4", "sampler.step_size=1e-7,3e-7,1e-6,3e-6,1e-5", "posterior.gamma=1,10,100,1000,10000"]
+SWEEPS["grid25"] = GRID25
+# The same grid of small jobs (bench's sgld8 sizes: DLN [4,6,4], batch 100, 2,000 steps), where a
+# job's sampling is a fraction of a second and the per-job cost dominates.
+SWEEPS["grid25_small"] = [*SWEEPS["sgld8"][:-1], *GRID25]
+SWEEPS["grid25_mlp"] = [*GRID25, "model=user", "model.factory=examples.digits_mlp:target", "+model.args.hidden=330", "sampler.num_steps=2000"]
 OK_STATUS = ("ok", "some_chains_diverged")
 ESTIMATOR_TIMES = ("sampling_time_s", "warmup_time_s", "compile_time_s", "warmup_compile_time_s")
 

@@ -10,7 +10,7 @@ so how a run is cut into chunks does not change a single draw. With several devi
 ``lambda_hat.devices``) the chain axis is split across them with ``shard_map``.
 
 Compiled programs are kept for the life of the process and reused by later runs with the same
-kernel and argument shapes (see ``_compiled``): the jobs of a sweep run by Hydra's basic launcher
+kernel and argument shapes (lambda_hat.samplers.programs): the jobs of a sweep run by Hydra's basic launcher
 share one process and mostly differ in seeds, so only the first of them traces and compiles.
 
 One module, over the 400-line guide, because its parts are one loop seen from several sides:
@@ -27,7 +27,6 @@ import logging
 import math
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -38,9 +37,10 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from lambda_hat.devices import CHAIN_AXIS, chain_mesh, cpu_compiler_options
+from lambda_hat.devices import CHAIN_AXIS, chain_mesh
 from lambda_hat.posterior import Posterior
 from lambda_hat.samplers.base import Kernel, StepwiseWarmup
+from lambda_hat.samplers.programs import PROGRAMS, compiled_program, signature
 from lambda_hat.trace import Trace
 
 log = logging.getLogger(__name__)
@@ -136,44 +136,6 @@ def chunk_length(num_draws: int, max_chunks: int) -> int:
     """Smallest divisor of num_draws that is >= num_draws / max_chunks (equal chunks, one compile)."""
     target = math.ceil(num_draws / max_chunks)
     return next(c for c in range(target, num_draws + 1) if num_draws % c == 0)
-
-
-def _timed_compile(fn, *args, mesh: Mesh | None = None):
-    start = time.perf_counter()
-    compiled = fn.lower(*args).compile(compiler_options=cpu_compiler_options(mesh) or None)
-    return compiled, time.perf_counter() - start
-
-
-# Compiled programs of this process (least recently used last out). jax.jit caches per function
-# object, and every run builds new closures, so the driver keys the programs itself: on what the
-# program is built from (the kernel, which lambda_hat.samplers.build_kernel returns as one object
-# per sampler config; the loop's static sizes; the device mesh) and on the arguments' structure,
-# shapes, dtypes and placement. The posterior's loss functions are static fields of its pytree
-# structure, hence part of the key (lambda_hat.posterior keeps one object per model structure).
-_PROGRAMS: OrderedDict[Hashable, Any] = OrderedDict()
-MAX_PROGRAMS = 64
-
-
-def _signature(args: tuple) -> Hashable:
-    leaves, treedef = jax.tree.flatten(args)
-    avals = tuple((a.shape, a.dtype, getattr(a, "weak_type", False), getattr(a, "sharding", None)) for a in leaves)
-    # x64 mode changes a program's internal dtypes even where its arguments' dtypes agree
-    return treedef, avals, jax.dtypes.canonicalize_dtype(np.float64)
-
-
-def _compiled(key: Hashable, make: Callable[[], Any], *args, mesh: Mesh | None = None) -> tuple[Any, float]:
-    """(compiled program, seconds spent compiling it): make() is jitted, lowered and compiled for
-    args unless this process compiled it for the same key and argument types before (then 0 s)."""
-    full = (key, mesh, _signature(args))
-    compiled = _PROGRAMS.get(full)
-    if compiled is not None:
-        _PROGRAMS.move_to_end(full)
-        return compiled, 0.0
-    compiled, seconds = _timed_compile(make(), *args, mesh=mesh)
-    _PROGRAMS[full] = compiled
-    while len(_PROGRAMS) > MAX_PROGRAMS:
-        _PROGRAMS.popitem(last=False)
-    return compiled, seconds
 
 
 @contextlib.contextmanager
@@ -289,7 +251,7 @@ def _run_stepwise_warmup(
         carry, t, fge, _ = jax.lax.fori_loop(0, num, body, (carry, t, zeros, zeros))
         return carry, t, fge
 
-    init_fn, _ = _compiled(
+    init_fn, _ = compiled_program(
         ("warmup_init", program),
         lambda: jax.jit(_over_chains(init_all, mesh, (chains, chains, chains, post_spec), chains)),
         settings,
@@ -305,7 +267,7 @@ def _run_stepwise_warmup(
         _over_chains(chunk, mesh, (chains, replicated, replicated, post_spec, chains), (chains, replicated, chains)),
         donate_argnums=(0,),
     )
-    compiled, compile_time = _compiled(("warmup_chunk", program), chunk_fn, carry, t, num, posterior, settings, mesh=mesh)
+    compiled, compile_time = compiled_program(("warmup_chunk", program), chunk_fn, carry, t, num, posterior, settings, mesh=mesh)
     before_timed()
     sizer = ChunkSizer(math.ceil(warmup.num_steps / max(1, max_chunks)))
     report = _Reporter(label, "warm-up step", warmup.num_steps, progress)
@@ -321,7 +283,7 @@ def _run_stepwise_warmup(
         done += k
         if done < warmup.num_steps:
             report(done, time.perf_counter() - start)
-    final_fn, _ = _compiled(
+    final_fn, _ = compiled_program(
         ("warmup_final", program),
         lambda: jax.jit(_over_chains(final_all, mesh, (chains, chains, post_spec), chains)),
         settings,
@@ -334,48 +296,19 @@ def _run_stepwise_warmup(
     return result, fge_total, time.perf_counter() - start, compile_time
 
 
-def run_chains(
-    kernel: Kernel,
-    posterior: Posterior,
-    key: jax.Array,
-    *,
-    num_chains: int,
-    num_steps: int,
-    num_burnin: int,
-    thinning: int = 1,
-    progress: bool = True,
-    label: str = "sampler",
-    max_chunks: int = 10,
-    split_chains: bool = True,
-    heartbeat_s: float = 30.0,
-    before_timed: Callable[[], None] = lambda: None,
-    converge: Converge | None = None,
-) -> Trace:
+def run_chains(kernel: Kernel, posterior: Posterior, key: jax.Array, **kw: Any) -> Trace:
     """Run num_chains chains from w*: warm-up if any, then num_steps steps keeping every thinning-th.
 
+    Keywords (see _run): num_chains, num_steps, num_burnin (required); thinning (1), progress
+    (True), label, max_chunks (10), split_chains (True), heartbeat_s (30), before_timed, converge.
     split_chains spreads the chains over the available devices (see lambda_hat.devices).
     With progress on, warm-up and sampling log their step counts ~max_chunks times (a warm-up
     that runs as one call logs every heartbeat_s instead). ``before_timed`` is called once,
     after compiling and before the first timed phase: the caller finishes any background work
-    there, so that the reported times are the estimator's alone.
+    there, so that the reported times are the estimator's alone. ``converge``: sample past
+    num_steps until converged (Converge).
     """
-    return _run(
-        kernel,
-        posterior,
-        key,
-        None,
-        num_chains=num_chains,
-        num_steps=num_steps,
-        num_burnin=num_burnin,
-        thinning=thinning,
-        progress=progress,
-        label=label,
-        max_chunks=max_chunks,
-        split_chains=split_chains,
-        heartbeat_s=heartbeat_s,
-        before_timed=before_timed,
-        converge=converge,
-    )[0]
+    return _run(kernel, posterior, key, None, **kw)[0]
 
 
 def run_grid(
@@ -467,7 +400,7 @@ def _run(
                 log.info("[%s] warm-up/adaptation of %d chains (one compiled call) ...", label, total_chains)
             warm_all = _chainwise(kernel, grid, lambda k: k.warmup, (0, 0, "post"), posterior)
             warm_fn = lambda: jax.jit(_over_chains(warm_all, mesh, (chains, chains, chains, post_spec), chains))  # noqa: E731
-            compiled, warmup_compile = _compiled(("warmup", program), warm_fn, settings, warm_keys, states, posterior, mesh=mesh)
+            compiled, warmup_compile = compiled_program(("warmup", program), warm_fn, settings, warm_keys, states, posterior, mesh=mesh)
             before_timed()
             start = time.perf_counter()
             with _heartbeat(f"[{label}] warm-up still running", heartbeat_s, progress):
@@ -534,10 +467,10 @@ def _run(
         return states, t, losses, fge, extras
 
     # The diagnostics a step reports, to size the accumulators (and to name them below).
-    extras_key = ("extras", program, _signature((chain_keys, states, params, posterior, settings)))
-    extras_shape = _PROGRAMS.get(extras_key)
+    extras_key = ("extras", program, signature((chain_keys, states, params, posterior, settings)))
+    extras_shape = PROGRAMS.get(extras_key)
     if extras_shape is None:
-        extras_shape = _PROGRAMS[extras_key] = jax.eval_shape(
+        extras_shape = PROGRAMS[extras_key] = jax.eval_shape(
             lambda s, p, c: step_all(c, chain_keys, s, p, posterior, jnp.zeros((), jnp.int32))[1].extras, states, params, settings
         )
     t = jnp.zeros((), jnp.int32)
@@ -553,7 +486,7 @@ def _run(
     )
     t = _place(mesh, t, replicated)
     num = _place(mesh, jnp.zeros((), jnp.int32), replicated)
-    compiled, compile_time = _compiled(
+    compiled, compile_time = compiled_program(
         ("sample", program, thinning, draws_per_chunk), chunk_fn, states, t, posterior, params, chain_keys, num, settings, mesh=mesh
     )
 

@@ -41,9 +41,10 @@ class _Job:
 
 
 class BatchedLauncher(Launcher):
-    def __init__(self, max_points: int = 64, max_batch_mb: float = 2048) -> None:
+    def __init__(self, max_points: int = 64, max_batch_mb: float | None = None) -> None:
         super().__init__()
-        self.max_points, self.max_batch_mb = int(max_points), float(max_batch_mb)
+        self.max_points = int(max_points)
+        self.max_batch_mb = None if max_batch_mb is None else float(max_batch_mb)
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None

@@ -29,7 +29,8 @@ from jax.sharding import PartitionSpec as P
 
 from lambda_hat.devices import CHAIN_AXIS, chain_mesh
 from lambda_hat.posterior import Posterior
-from lambda_hat.samplers.driver import _log_progress, _over_chains, _place, _timed_compile, chunk_length
+from lambda_hat.samplers.driver import _log_progress, _over_chains, _place, chunk_length
+from lambda_hat.samplers.programs import timed_compile
 from lambda_hat.trace import Trace
 from lambda_hat.vi.base import VIFamily, draws_per_step, elbo_surrogate
 
@@ -115,7 +116,7 @@ def run_fits(
     white_time = white_compile = 0.0
     if s.whitening:
         white_fn = jax.jit(whitening_scale, static_argnums=(2, 3))
-        white_compiled, white_compile = _timed_compile(white_fn, posterior, white_key, batch, int(s.whitening_batches))
+        white_compiled, white_compile = timed_compile(white_fn, posterior, white_key, batch, int(s.whitening_batches))
         start = time.perf_counter()
         scale = jax.block_until_ready(white_compiled(posterior, white_key))
         white_time = time.perf_counter() - start
@@ -163,7 +164,7 @@ def run_fits(
     scale = _place(mesh, scale, replicated)
     t = _place(mesh, jnp.zeros((), jnp.int32), replicated)
     chunk_fn = _over_chains(run_chunk, mesh, (chains, replicated, replicated, replicated, chains), (chains, replicated, P(None, CHAIN_AXIS)))
-    compiled, compile_time = _timed_compile(jax.jit(chunk_fn, donate_argnums=(0,)), carry, t, posterior, scale, chain_keys, mesh=mesh)
+    compiled, compile_time = timed_compile(jax.jit(chunk_fn, donate_argnums=(0,)), carry, t, posterior, scale, chain_keys, mesh=mesh)
     before_timed()
     if progress:
         log.info("[%s] fitting %d independent q's, %d steps each ...", label, num_chains, num_steps)
@@ -192,7 +193,7 @@ def run_fits(
 
     final_fn = _over_chains(jax.vmap(final, in_axes=(0, 0, None, None)), mesh, (chains, chains, replicated, replicated), (chains, chains))
     draw_keys = _place(mesh, jax.random.split(draw_key, num_chains), chains)
-    final_compiled, final_compile = _timed_compile(jax.jit(final_fn), params, draw_keys, posterior, scale, mesh=mesh)
+    final_compiled, final_compile = timed_compile(jax.jit(final_fn), params, draw_keys, posterior, scale, mesh=mesh)
     start = time.perf_counter()
     loss, log_ratio = final_compiled(params, draw_keys, posterior, scale)
     loss, log_ratio = np.asarray(loss), np.asarray(log_ratio)

@@ -118,7 +118,7 @@ def test_short_run_warns_that_its_error_bar_is_unreliable(make_cfg, tmp_path: Pa
 
 
 def test_summary_line_shows_warmup_time_when_there_was_one() -> None:
-    from lambda_hat.runner import summary_line
+    from lambda_hat.summary import summary_line
 
     m = {
         "llc_mean": 8.1,
@@ -142,8 +142,8 @@ def test_summary_line_shows_warmup_time_when_there_was_one() -> None:
 
 def test_run_names_tell_targets_apart(make_cfg) -> None:
     """A sweep's children over several targets differ by name in MLflow's runs list."""
-    from lambda_hat.runner import _target_name
+    from lambda_hat.summary import target_name
 
-    assert _target_name(make_cfg("model.widths=[5,8,6,4]", "model.true_rank=3").model) == "dln[5,8,6,4]r3"
-    assert _target_name(make_cfg("model.widths=[6,10,10,6]", "model.true_rank=null").model) == "dln[6,10,10,6]"
-    assert _target_name(make_cfg("model=mlp").model) == "mlp"
+    assert target_name(make_cfg("model.widths=[5,8,6,4]", "model.true_rank=3").model) == "dln[5,8,6,4]r3"
+    assert target_name(make_cfg("model.widths=[6,10,10,6]", "model.true_rank=null").model) == "dln[6,10,10,6]"
+    assert target_name(make_cfg("model=mlp").model) == "mlp"

@@ -10,7 +10,8 @@ from lambda_hat.registry import validate
 from lambda_hat.runner import estimate_target
 from lambda_hat.targets import build_target
 
-SMALL = ["model.widths=[4,6,4]", "model.true_rank=2", "data.n=2000", "progress=false", "plots=false", "sampler.num_chains=2"]
+# target_seed: one teacher and data set for every seed (a built-in target is drawn from seed otherwise)
+SMALL = ["model.widths=[4,6,4]", "model.true_rank=2", "data.n=2000", "progress=false", "plots=false", "sampler.num_chains=2", "target_seed=0"]
 # float32: a point's arithmetic inside a batch may round differently from the same run alone
 # (measured ≤ 7e-7 relative for tuned SGLD, ≤ 4e-6 for Adam-SGLD; fixed steps ~1e-8).
 TOLERANCE = 1e-5
@@ -70,6 +71,9 @@ def test_structure_groups_only_what_one_program_can_run(make_cfg) -> None:
     base = key("sampler.step_size=1e-5")
     assert base is not None
     assert key("sampler.step_size=3e-5", "seed=4", "posterior.gamma=10", "posterior.beta0=2", "sampler.target_mala_accept=0.9") == base
+    # without target_seed a built-in target's teacher and data come from seed: another target
+    assert key("seed=4", "target_seed=null") != key("seed=5", "target_seed=null")
+    assert key("seed=0", "target_seed=null") == base  # the same teacher and data as target_seed=0
     assert key("sampler.num_steps=2000") != base  # another length: another program
     assert key("sampler.target_mala_accept=null") != base  # no tuning: another program
     assert key("sampler=sghmc") != base
@@ -84,3 +88,18 @@ def test_sub_batches_are_near_equal_and_within_the_limit(points: int, fits: int,
     assert list(np.concatenate([list(p) for p in parts])) == list(range(points))
     by_memory = sub_batches(points, per_point=2**20, max_batch_mb=fits, max_points=64)  # 1 MiB a point
     assert [len(p) for p in by_memory] == sizes
+
+
+def test_api_estimate_grid_batches_what_it_can_and_returns_every_point() -> None:
+    import lambda_hat as lh
+    from tests import factories
+
+    target = factories.linear(n=2000)
+    common = {"sampler.target_mala_accept": None, "sampler.num_steps": 400, "sampler.num_chains": 2}
+    points = [{"sampler.step_size": 3e-5, "posterior.gamma": 100.0}, {"sampler.step_size": 10.0}, {"sampler.num_steps": 800, "seed": 3}]
+    results = lh.estimate_grid(target, "sgld", points, overrides=common)
+    assert [r.metrics["batch_points"] for r in results] == [2, 2, 1]  # another length runs alone
+    assert results[1].llc_mean is None and results[1].metrics["status"] == "failed"  # no exception
+    alone = lh.estimate(target, "sgld", overrides={**common, **points[0]})
+    assert results[0].llc_mean == pytest.approx(alone.llc_mean, rel=TOLERANCE)
+    assert results[2].config.seed == 3 and results[2].llc_mean is not None
