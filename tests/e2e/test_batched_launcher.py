@@ -58,3 +58,17 @@ def test_batched_sweep_with_diverging_point_fallback_sub_batches_and_resume(tmp_
     assert again["batch_points"] == 1 and first["batch_points"] == 2
     assert again["llc_mean"] == pytest.approx(first["llc_mean"], rel=1e-5)
     assert len(pd.read_parquet(sweep / "llc_runs.parquet")) == 6
+
+
+def test_optuna_trials_of_one_batch_run_as_one_program(tmp_path: Path) -> None:
+    """The Optuna sweeper hands the launcher n_jobs trials at a time: with the batch size fixed
+    they differ only in step size and γ, so each batch of trials is one grid."""
+    sweep = tmp_path / "sweep"
+    args = ["--multirun", "+hparams_search=sgld", "hydra/launcher=batched", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2"]
+    args += ["sampler.batch_size=100", "model.widths=[4,6,4]", "model.true_rank=2", "data.n=2000", "sampler.num_steps=400", "sampler.num_chains=2"]
+    proc = run_cli([*args, "mlflow.enabled=false", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (proc.stdout + proc.stderr).count("2 in 1 batched group(s), 0 alone") == 2
+    df = pd.read_parquet(sweep / "llc_runs.parquet")
+    assert len(df) == 4 and set(df["batch_points"]) == {2} and (df["status"] == "ok").all()
+    assert (sweep / "optimization_results.yaml").exists()
