@@ -96,6 +96,8 @@ class BatchedLauncher(Launcher):
         from lambda_hat.devices import configure_cpu_devices
 
         configure_cpu_devices(self.config.cpu_devices)  # before JAX starts (lambda_hat.grid's imports)
+        # as the app does: JAX's backend probe would log "Unable to initialize backend 'tpu'"
+        logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
         from lambda_hat import grid
 
         by_key: dict[str, list[_Job]] = {}
