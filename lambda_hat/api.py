@@ -47,6 +47,12 @@ class Result:
     def llc_ci95(self) -> list[float] | None:
         return self.metrics.get("llc_ci95")
 
+    @property
+    def stop_reason(self) -> str | None:
+        """Why sampling stopped: "converged", "work cap" (unconverged: a warning says so) or
+        "fixed length" (sampler.until_converged=false, a budget, VI)."""
+        return self.metrics.get("stop_reason")
+
     def __str__(self) -> str:
         from lambda_hat.summary import summary_line
 

@@ -111,6 +111,8 @@ def _apply(cfg: DictConfig, fge: Any, per_sampler: Mapping[str, Any], overrides:
     for key, value in explicit.items():
         _set(s, str(key), value, f"budget.per_sampler.{name}.{key}")
     sized = sizes(name, s, cfg.data.n, fge, vi=cfg.get("vi")) if fge is not None else {}
+    if "until_converged" in s:  # a budget fixes the run's length (its entry may say otherwise)
+        sized = {**sized, "until_converged": False}
     _check_overrides(overrides, name, fge, sized, explicit)
     for key, value in sized.items():
         if key not in explicit:
@@ -130,6 +132,8 @@ def _check_overrides(overrides: Sequence[str], name: str, fge: Any, sized: Mappi
             continue
         if leaf in explicit:
             how = f"set by budget.per_sampler.{name} (the preset's); give budget.per_sampler.{name}.{leaf}=VALUE instead"
+        elif leaf == "until_converged":
+            how = f"a budget fixes the run's length; give budget.per_sampler.{name}.until_converged=true instead"
         else:
             how = (
                 f"set by budget.fge_per_chain={fge:g} (lambda_hat/budget.py); give budget.per_sampler.{name}.{leaf}=VALUE instead "

@@ -220,6 +220,18 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("random_dln", _random_dln_field)
 
 
+# The default work cap of a run until converged: this many times its first stretch (num_steps).
+WORK_CAP_FACTOR = 4
+
+
+def work_cap(sampler: Any) -> int | None:
+    """Steps per chain a run until converged may take (sampler.max_steps, else WORK_CAP_FACTOR x
+    num_steps); None for a fixed length (until_converged false, or a sampler without the key)."""
+    if not sampler.get("until_converged", False):
+        return None
+    return int(sampler.max_steps) if sampler.get("max_steps") is not None else WORK_CAP_FACTOR * int(sampler.num_steps)
+
+
 def burnin_steps(sampler: Any, steps: int | None = None) -> int:
     """Steps discarded from the estimate: num_burnin if set, else burnin_fraction x num_steps."""
     if sampler.num_burnin is not None:

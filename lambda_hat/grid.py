@@ -56,9 +56,9 @@ def structure(cfg: DictConfig) -> str | None:
     """A key equal for two validated job configs exactly when one program runs both, on one
     target: the whole config but the sampler's seed (a built-in target's own seed stays: it is
     the seed unless target_seed is set), posterior.beta0/gamma and the varied sampler keys. None: cannot be
-    batched (variational estimators; run to convergence, whose points would stop at their own times)."""
+    batched (variational estimators). Runs until converged batch too: each point stops at its own check."""
     spec = registry.get(cfg.sampler.name)
-    if spec.family not in ("full_batch", "minibatch") or cfg.sampler.get("max_steps") is not None:
+    if spec.family not in ("full_batch", "minibatch"):
         return None
     plain: Any = OmegaConf.to_container(cfg, resolve=True)
     if cfg.model.name != "user":  # a built-in target's teacher and data come from seed unless target_seed is set
@@ -124,7 +124,16 @@ def estimate_grid(
     import jax.numpy as jnp
 
     from lambda_hat.posterior import scalars
-    from lambda_hat.runner import build_target, cache_dir_of, configure_compilation_cache, estimate_from_trace, nbeta_sample_size, precision, prepare
+    from lambda_hat.runner import (
+        build_target,
+        cache_dir_of,
+        configure_compilation_cache,
+        convergence,
+        estimate_from_trace,
+        nbeta_sample_size,
+        precision,
+        prepare,
+    )
     from lambda_hat.samplers import build_kernel
     from lambda_hat.samplers.driver import Grid, run_grid
 
@@ -173,6 +182,7 @@ def estimate_grid(
                 thinning=int(s.thinning),
                 progress=bool(first.progress),
                 label=f"{s.name}, {len(part)} grid points",
+                converge=convergence(s),
             )
     for c, (nbeta_g, gamma_g), trace in zip(cfgs, point_scalars, traces):
         metrics, trace, frame = estimate_from_trace(c, sampled, dataclasses.replace(posterior, nbeta=nbeta_g, gamma=gamma_g), trace, {})

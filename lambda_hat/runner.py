@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from lambda_hat import outputs, registry
 from lambda_hat.cost_estimate import log_cost_estimate
 from lambda_hat.budget import apply_budget
-from lambda_hat.config import burnin_steps
+from lambda_hat.config import burnin_steps, work_cap
 from lambda_hat.devices import configure_cpu_devices, device_record, device_warning
 from lambda_hat.llc import efficiency, estimate_llc, health_warnings, interval_metrics, sampler_diagnostics, variational_diagnostics
 from lambda_hat.health import minimum_check, trace_warnings
@@ -185,11 +185,17 @@ def _sample(
         progress=cfg.progress,
         label=s.name,
         before_timed=wait_for_tracking,
-        converge=None
-        if s.get("max_steps") is None
-        else Converge(int(s.max_steps), float(s.converge_rhat), float(s.converge_ess), lambda steps: burnin_steps(s, steps)),
+        converge=convergence(s),
     )
     return trace, cost
+
+
+def convergence(s: DictConfig) -> Converge | None:
+    """The sampler config's run-until-converged settings (None: a fixed length of num_steps)."""
+    cap = work_cap(s)
+    if cap is None:
+        return None
+    return Converge(cap, float(s.converge_rhat), float(s.converge_ess), lambda steps: burnin_steps(s, steps))
 
 
 def _fit_variational(cfg: DictConfig, posterior: Posterior, key: jax.Array, label: str, wait_for_tracking: Callable[[], None]) -> Trace:
@@ -270,7 +276,7 @@ def estimate_from_trace(cfg: DictConfig, target: Target, posterior: Posterior, t
         "num_burnin": 0 if variational else burnin_steps(s, int(trace.step[-1])),
         "stop_reason": trace.stop_reason,
         "batch_points": trace.batch_points,  # > 1: run in a batched grid; its times are its share
-        "max_steps": None if variational or s.get("max_steps") is None else int(s.max_steps),
+        "max_steps": None if variational else work_cap(s),
         "num_warmup_steps": trace.num_warmup_steps,
         "n_fge": trace.n_fge,
         "n_fge_warmup": trace.n_fge_warmup,
@@ -307,8 +313,8 @@ def estimate_from_trace(cfg: DictConfig, target: Target, posterior: Posterior, t
     metrics["warnings"] = health_warnings(metrics) + trace_warnings(frame, metrics)
     if trace.stop_reason == "work cap":
         metrics["warnings"].append(
-            f"sampling reached the work cap sampler.max_steps={s.max_steps} unconverged (R-hat {metrics.get('r_hat') or float('nan'):.3f}, "
-            f"bulk ESS {metrics.get('ess_bulk') or 0:.0f}; wanted <= {s.converge_rhat}, >= {s.converge_ess:g}): raise sampler.max_steps"
+            f"sampling reached the work cap of {work_cap(s)} steps unconverged (R-hat {metrics.get('r_hat') or float('nan'):.3f}, "
+            f"bulk ESS {metrics.get('ess_bulk') or 0:.0f}; wanted <= {s.converge_rhat}, >= {s.converge_ess:g}): raise sampler.max_steps, or mix faster"
         )
     fallback = device_warning(metrics)
     if fallback is not None:
@@ -387,6 +393,7 @@ def run(
             "model": metrics["model"],
             "target_id": target.target_id,
             "status": metrics["status"],
+            "stop_reason": str(metrics.get("stop_reason")),  # converged, work cap or fixed length
             "health": "; ".join(metrics["warnings"]) or "ok",
             "device_platform": metrics["device_platform"],
             "device_kind": metrics["device_kind"],

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, Optional
 
 from omegaconf import MISSING, DictConfig
 
-from lambda_hat.config import DTYPES, ConfigError, burnin_steps, one_of, positive, require
+from lambda_hat.config import DTYPES, WORK_CAP_FACTOR, ConfigError, burnin_steps, one_of, positive, require
 
 if TYPE_CHECKING:
     from lambda_hat.samplers.base import Kernel
@@ -80,11 +80,13 @@ class SamplerConfig:
     burnin_fraction: float = 0.0
     thinning: int = 1  # keep every k-th step in the trace; must divide num_steps
     dtype: str = "float32"
-    # Run until converged: with max_steps set, num_steps is the first stretch and sampling goes on
-    # in chunks of a tenth of it until the per-draw λ̂ after burn-in has split R-hat <= converge_rhat
-    # and bulk ESS >= converge_ess, or max_steps (the work cap, steps per chain) is reached, which
-    # warns. Burn-in is then burnin_fraction x the steps run (num_burnin, if set, stays fixed).
-    # null = a fixed length of num_steps (lambda_hat.samplers.driver.Converge).
+    # Run until converged (the default): num_steps is the first stretch, then sampling goes on in
+    # chunks of a tenth of it until the per-draw λ̂ after burn-in has split R-hat <= converge_rhat
+    # and bulk ESS >= converge_ess, or max_steps (the work cap, steps per chain; null =
+    # WORK_CAP_FACTOR x num_steps) is reached, which warns. Burn-in is then burnin_fraction x the
+    # steps run (num_burnin, if set, stays fixed). until_converged=false: a fixed length of
+    # num_steps (lambda_hat.samplers.driver.Converge).
+    until_converged: bool = True
     max_steps: Optional[int] = None
     converge_rhat: float = 1.01
     converge_ess: float = 400.0
@@ -105,11 +107,18 @@ def check_sampler(cfg: DictConfig) -> None:
     )
     if sampler.get("max_steps") is not None:
         require(
+            bool(sampler.until_converged),
+            "sampler.max_steps",
+            sampler.max_steps,
+            "is the work cap of sampler.until_converged=true; null with a fixed length",
+        )
+        require(
             sampler.max_steps >= sampler.num_steps,
             "sampler.max_steps",
             sampler.max_steps,
-            f"must be >= sampler.num_steps={sampler.num_steps} (the first stretch; null = a fixed length)",
+            f"must be >= sampler.num_steps={sampler.num_steps} (the first stretch), or null ({WORK_CAP_FACTOR} x num_steps)",
         )
+    if sampler.get("until_converged"):
         require(sampler.converge_rhat > 1.0, "sampler.converge_rhat", sampler.converge_rhat, "must be > 1")
         positive(cfg, "sampler.converge_ess")
     if sampler.num_burnin is not None:

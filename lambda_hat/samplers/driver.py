@@ -38,6 +38,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from lambda_hat.devices import CHAIN_AXIS, chain_mesh
+from lambda_hat.llc import split_rhat
 from lambda_hat.posterior import Posterior
 from lambda_hat.samplers.base import Kernel, StepwiseWarmup
 from lambda_hat.samplers.programs import PROGRAMS, compiled_program, signature
@@ -103,7 +104,11 @@ def converged(loss: np.ndarray, burnin_draws: int, rhat_max: float, ess_min: flo
     if kept.shape[0] == 0 or kept.shape[1] < 8:
         return False, math.nan, 0.0
     ess = float(array_stats.ess(kept, chain_axis=0, draw_axis=1, method="bulk"))
-    rhat = float(array_stats.rhat(kept, chain_axis=0, draw_axis=1)) if kept.shape[0] > 1 else 1.0
+    if kept.shape[0] > 1:
+        rhat = float(array_stats.rhat(kept, chain_axis=0, draw_axis=1))
+    else:  # a lone chain: its stretches must agree (a chain still drifting fails)
+        rhat = split_rhat(kept[0])
+        rhat = math.nan if rhat is None else rhat
     return bool(rhat <= rhat_max and ess >= ess_min), rhat, ess
 
 
@@ -317,7 +322,8 @@ def run_grid(
     """run_chains for every point of a grid at once (one compiled program): point g runs from
     keys[g] with grid.settings' chains [g·C, (g+1)·C) and the posterior's per-chain leaves; each
     point's chains get the same random draws as run_chains(key=keys[g]) would give them. kernel
-    is any point's (its structure: warm-up kind and length). Fixed length only (no converge)."""
+    is any point's (its structure: warm-up kind and length). With ``converge`` each point stops at its
+    own check, where it would have stopped alone (the others run on)."""
     return _run(kernel, posterior, keys, grid, num_chains=num_chains, num_steps=num_steps, num_burnin=num_burnin, **kw)
 
 
@@ -347,8 +353,6 @@ def _run(
 ) -> list[Trace]:
     if num_steps % thinning:
         raise ValueError(f"num_steps={num_steps} is not a multiple of thinning={thinning}")
-    if grid is not None and converge is not None:
-        raise ValueError("a grid runs a fixed length: each point would stop at its own time")
     points = 1 if grid is None else grid.points
     total_chains = points * num_chains
     program: Hashable = kernel if grid is None else grid.program
@@ -496,7 +500,11 @@ def _run(
     fge_chunks: list[np.ndarray] = []
     extra_chunks: list[dict[str, np.ndarray]] = []
     start = time.perf_counter()
-    stop_reason, done, checked = "fixed length", 0, 0
+    # Until converged, each point stops at its own check (a grid runs until the last one has): a
+    # point's draws do not depend on the chunking, so it stops where it would have alone.
+    stops: list[tuple[int, str]] = [(num_draws, "fixed length")] * points  # (draws kept, why)
+    running = set(range(points)) if converge is not None else set()
+    done, checked = 0, 0
     max_draws = num_draws if converge is None else max(num_draws, converge.max_steps // thinning)
     sizer = ChunkSizer(draws_per_chunk)
     report = _Reporter(label, "step", num_steps, progress and max_draws > draws_per_chunk)
@@ -517,23 +525,21 @@ def _run(
         checked = done
         so_far = np.concatenate(loss_chunks, axis=0).T
         burn = int(np.sum(thinning * np.arange(1, done + 1) <= converge.burnin(done * thinning)))
-        ok, rhat, ess = converged(so_far, burn, converge.rhat, converge.ess)
-        if ok:
-            stop_reason = "converged"
+        for g in sorted(running):
+            if converged(so_far[g * num_chains : (g + 1) * num_chains], burn, converge.rhat, converge.ess)[0]:
+                stops[g] = (done, "converged")
+            elif done + draws_per_chunk > max_draws:
+                stops[g] = (done, "work cap")
+            else:
+                continue
+            running.discard(g)
+        if not running:
             break
-        if done + draws_per_chunk > max_draws:
-            stop_reason = "work cap"
-            break
-    if converge is not None:
-        num_draws, num_steps = done, done * thinning
-        num_burnin = converge.burnin(num_steps)
+    for g in running:  # not reached: the last check stops every point
+        stops[g] = (done, "work cap")
     sampling_time = time.perf_counter() - start
 
-    step = thinning * np.arange(1, num_draws + 1)
-    burnin_draws = int(np.sum(step <= num_burnin))
     fge_per_draw = np.concatenate(fge_chunks, axis=0)  # (draws, chains)
-    fge_burn, fge_sample = fge_per_draw[:burnin_draws].sum(axis=0), fge_per_draw[burnin_draws:].sum(axis=0)
-    fge_before = np.broadcast_to(np.asarray(fge_warmup, np.float64), (total_chains,)) + fge_burn
     loss = np.concatenate(loss_chunks, axis=0).T
     extras_all = {k: np.concatenate([c[k] for c in extra_chunks], axis=0).T for k in (*extras_shape, "distance")}
     # A chain whose adaptation produced a non-finite parameter (blackjax's MCLMC tuning can) may
@@ -544,19 +550,23 @@ def _run(
     if failed.any():
         log.warning("[%s] adaptation failed (non-finite parameters) on chains %s", label, np.flatnonzero(failed).tolist())
         loss[failed] = np.nan
+    fge_warmup = np.broadcast_to(np.asarray(fge_warmup, np.float64), (total_chains,))
     traces = []
-    for g in range(points):  # a grid's points share its times: each is given its share
+    for g, (kept, stop_reason) in enumerate(stops):  # a grid's points share its times: each is given its share
         rows = slice(g * num_chains, (g + 1) * num_chains)
+        step = thinning * np.arange(1, kept + 1)
+        burnin_draws = int(np.sum(step <= (num_burnin if converge is None else converge.burnin(kept * thinning))))
+        fge = fge_per_draw[:kept, rows]
         traces.append(
             Trace(
-                loss=loss[rows],
+                loss=loss[rows, :kept],
                 step=step,
                 num_burnin_draws=burnin_draws,
                 compile_time_s=compile_time / points,
                 sampling_time_s=sampling_time / points,
-                n_fge=float(fge_sample[rows].sum()),
-                n_fge_warmup=float(fge_before[rows].sum()),
-                extras={k: v[rows] for k, v in extras_all.items()},
+                n_fge=float(fge[burnin_draws:].sum(axis=0).sum()),
+                n_fge_warmup=float((fge_warmup[rows] + fge[:burnin_draws].sum(axis=0)).sum()),
+                extras={k: v[rows, :kept] for k, v in extras_all.items()},
                 warmup={k: v[rows] for k, v in warm_extras.items()},
                 warmup_time_s=warmup_time / points,
                 warmup_compile_time_s=warmup_compile / points,

@@ -5,7 +5,9 @@ Reads a sweep table (llc_runs.parquet, one row per job) and summarizes the relat
 then its full-rank and reduced-rank nets apart: count, parameter range, median, mean, p90, max,
 share within 5% and 10%, median signed error, diverged, and how often the reported 95% interval
 (``llc_ci95``) covers λ with its median half-width relative to λ, and the median error of
-``llc_bias_corrected`` (λ̂ with the step's predicted bias taken out); n/a for runs without them. A job without an estimate (every chain
+``llc_bias_corrected`` (λ̂ with the step's predicted bias taken out); n/a for runs without them;
+then the work: the median FGE per chain (warm-up included) and, for runs until converged, the share
+that converged before the work cap. A job without an estimate (every chain
 diverged, or the job failed) counts as an infinite error and as diverged; it is never dropped.
 Jobs without a known λ (``llc_true`` null) and killed jobs (interrupted or still running: not a
 result of the estimator) are left out and counted in the heading line.
@@ -23,8 +25,8 @@ from lambda_hat.sweeps.aggregate import widths_of
 
 HEAD = (
     "| class | nets | d range | median | mean | p90 | max | ≤5% | ≤10% | median signed | diverged | 95% CI covers | CI half-width "
-    "| median, bias-corrected |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "| median, bias-corrected | FGE per chain | converged |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 LABELS = {"1k": "~1k params", "10k": "~10k params"}
 
@@ -55,8 +57,17 @@ def summary_row(label: str, part: pd.DataFrame) -> str:
         f"| {label} | {len(part)} | {d_range} | {_pct(float(np.median(err)))} | {_pct(float(np.mean(err)))} "
         f"| {_pct(p90)} | {_pct(float(err.max()))} | {np.mean(err <= 0.05):.0%} | {np.mean(err <= 0.10):.0%} "
         f"| {_pct(float(np.median(finite))) if finite.size else 'n/a'} | {int((~np.isfinite(signed)).sum())} "
-        f"| {_coverage(part)} | {_corrected(part)} |"
+        f"| {_coverage(part)} | {_corrected(part)} | {_work(part)} |"
     )
+
+
+def _work(part: pd.DataFrame) -> str:
+    """'median FGE per chain | share converged' ('n/a' where no run says)."""
+    fge = part["fge_per_chain"].dropna()
+    stopped = part["stop_reason"].isin(["converged", "work cap"])
+    converged = int((part["stop_reason"] == "converged").sum())
+    share = f"{converged / stopped.sum():.0%} ({converged}/{int(stopped.sum())})" if stopped.any() else "n/a"
+    return f"{float(fge.median()):,.0f} | {share}" if len(fge) else f"n/a | {share}"
 
 
 def _corrected(part: pd.DataFrame) -> str:
@@ -98,6 +109,9 @@ def accuracy_frame(df: pd.DataFrame, by: str | None = None) -> pd.DataFrame:
         interval = _interval(row) if ok else None
         corrected = row.get("llc_bias_corrected")
         corrected = float(corrected) / float(truth) - 1.0 if ok and corrected is not None and not pd.isna(corrected) else math.nan
+        fge, warm, chains = (row.get(k) for k in ("n_fge", "n_fge_warmup", "num_chains"))
+        known = all(v is not None and not pd.isna(v) for v in (fge, warm, chains)) and chains > 0
+        fge_per_chain = (float(fge) + float(warm)) / float(chains) if known else math.nan  # warm-up included
         rows.append(
             {
                 "size_class": "all" if size_class is None or pd.isna(size_class) else str(size_class),
@@ -108,9 +122,12 @@ def accuracy_frame(df: pd.DataFrame, by: str | None = None) -> pd.DataFrame:
                 "covers": None if interval is None else interval[0],
                 "ci_half": math.nan if interval is None else interval[1],
                 "corrected_error": corrected,
+                "fge_per_chain": fge_per_chain,
+                "stop_reason": row.get("stop_reason"),
             }
         )
-    return pd.DataFrame(rows, columns=["size_class", "d", "full_rank", "rel_error", "group", "covers", "ci_half", "corrected_error"])
+    columns = ["size_class", "d", "full_rank", "rel_error", "group", "covers", "ci_half", "corrected_error", "fge_per_chain", "stop_reason"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def accuracy_table(df: pd.DataFrame, by: str | None = None) -> str:

@@ -6,8 +6,9 @@ every job's config and groups the jobs that differ only in numbers a grid may va
 group of two or more is estimated at once (lambda_hat.grid.estimate_grid, sub-batches within
 ``max_batch_mb``). Then every job runs through Hydra's ``run_job`` as usual (its folder, its
 ``.hydra/``, callbacks, the app's error handling, its files and MLflow child run), taking its
-estimate from the batch instead of sampling; the other jobs (another target, another sampler,
-a config error, run to convergence, VI) simply sample as ordinary jobs. With ``resume=true`` a
+estimate from the batch instead of sampling (runs until converged batch too: each point stops
+where it would have alone, the batch runs on until its last point stops); the other jobs (another target, another sampler,
+a config error, VI) simply sample as ordinary jobs. With ``resume=true`` a
 job that is already complete is left out of the batch (the app reuses its results). If a whole
 batch fails (e.g. compiling it runs out of memory) its jobs fall back to running one by one.
 

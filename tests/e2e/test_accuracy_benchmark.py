@@ -71,7 +71,8 @@ def _synthetic_table() -> pd.DataFrame:
     # λ = 10: covers, misses (half-width 2%), misses, none, covers, misses (half-width 5%)
     intervals = ["[9.8, 10.4]", "[9.5, 9.9]", "[10.5, 11.1]", None, "[9.9, 10.5]", "[7.5, 8.5]"]
     corrected = [10.0, 9.6, 10.7, None, 10.1, 7.9]  # errors 0, -4, +7, none, +1, -21%
-    for i, (e, w, r, ci, c) in enumerate(zip(errors, widths, ranks, intervals, corrected)):
+    stops = ["converged", "work cap", "converged", "work cap", "fixed length", "converged"]
+    for i, (e, w, r, ci, c, stop) in enumerate(zip(errors, widths, ranks, intervals, corrected, stops)):
         rows.append(
             {
                 "status": "ok" if e is not None else "some_chains_diverged",
@@ -83,6 +84,10 @@ def _synthetic_table() -> pd.DataFrame:
                 "cfg.model.size_class": "1k",
                 "llc_ci95": ci,
                 "llc_bias_corrected": c,
+                "stop_reason": stop,
+                "n_fge": 1000.0 * (i + 1),  # FGE per chain: 300, 550, 800, 1,050, 1,300, 1,550
+                "n_fge_warmup": 200.0,
+                "num_chains": 4,
             }
         )
     rows.append({"status": "ok", "llc_true": None, "llc_rel_error": None, "d": 5, "true_rank": None, "cfg.model.widths": "[2,2]", "cfg.model.size_class": None})
@@ -100,9 +105,10 @@ def test_accuracy_table_statistics_on_a_synthetic_sweep() -> None:
     # all six: |errors| 1, 2, 3, 8, 20, inf -> median 5.5%, p90 the observed inf, 50% within 5%,
     # 67% within 10%, signed median over the five estimates +1.0%, one diverged; 2 of the 5
     # intervals cover λ, median half-width 3%
-    assert lines[4] == "| **~1k params** | 6 | 500–1000 | 5.5% | inf | inf | inf | 50% | 67% | 1.0% | 1 | 40% (2/5) | 3.0% | 4.0% |"
-    assert lines[5] == "| … full rank | 4 | 500–1000 | 5.0% | 7.8% | 20.0% | 20.0% | 50% | 75% | 1.5% | 0 | 50% (2/4) | 3.0% | 4.0% |"
-    assert lines[6] == "| … reduced rank | 2 | 600–800 | inf | inf | inf | inf | 50% | 50% | -3.0% | 1 | 0% (0/1) | 2.0% | 4.0% |"
+    # work: median FGE per chain (warm-up included), the share of runs until converged that converged
+    assert lines[4] == "| **~1k params** | 6 | 500–1000 | 5.5% | inf | inf | inf | 50% | 67% | 1.0% | 1 | 40% (2/5) | 3.0% | 4.0% | 925 | 60% (3/5) |"
+    assert lines[5] == "| … full rank | 4 | 500–1000 | 5.0% | 7.8% | 20.0% | 20.0% | 50% | 75% | 1.5% | 0 | 50% (2/4) | 3.0% | 4.0% | 1,050 | 100% (3/3) |"
+    assert lines[6] == "| … reduced rank | 2 | 600–800 | inf | inf | inf | inf | 50% | 50% | -3.0% | 1 | 0% (0/1) | 2.0% | 4.0% | 800 | 0% (0/2) |"
 
 
 def test_aggregate_cli_prints_the_accuracy_table_of_a_parquet(tmp_path: Path, capsys: Any) -> None:
@@ -122,8 +128,8 @@ def test_accuracy_table_by_a_column(tmp_path: Path, capsys: Any) -> None:
     df["cfg.model.generator_seed"] = [0, 0, 0, 1, 1, 1, 0, 0]
     lines = accuracy_table(df, "cfg.model.generator_seed").splitlines()
     # seed 0: |errors| 1, 3, 8 -> median 3.0%; seed 1: inf, 2, 20 -> median 20.0%, one diverged
-    assert "| … generator_seed = 0 | 3 | 500–700 | 3.0% | 4.0% | 8.0% | 8.0% | 67% | 100% | 1.0% | 0 | 33% (1/3) | 3.0% | 4.0% |" in lines
-    assert "| … generator_seed = 1 | 3 | 800–1000 | 20.0% | inf | inf | inf | 33% | 33% | -9.0% | 1 | 50% (1/2) | 4.0% | 11.0% |" in lines
+    assert "| … generator_seed = 0 | 3 | 500–700 | 3.0% | 4.0% | 8.0% | 8.0% | 67% | 100% | 1.0% | 0 | 33% (1/3) | 3.0% | 4.0% | 550 | 67% (2/3) |" in lines
+    assert "| … generator_seed = 1 | 3 | 800–1000 | 20.0% | inf | inf | inf | 33% | 33% | -9.0% | 1 | 50% (1/2) | 4.0% | 11.0% | 1,300 | 50% (1/2) |" in lines
     path = tmp_path / "llc_runs.parquet"
     df.astype({"cfg.model.size_class": object}).to_parquet(path)
     assert cli.main(["--accuracy", "--by", "cfg.model.generator_seed", str(path)]) == 0

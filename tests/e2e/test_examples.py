@@ -17,8 +17,12 @@ from tests.conftest import ROOT
 TINY = ["sampler.num_steps=60", "sampler.num_tune=20", "sampler.num_chains=1", "sampler.batch_size=32", "mlflow.enabled=false"]
 
 
-# The CNN's run is `slow` (CI stays under 20 min): the grokking run goes through the same curves.py.
-@pytest.mark.parametrize("script, sweep", [("grokking.py", "grokking_curve"), pytest.param("digits_cnn.py", "digits_cnn_curve", marks=pytest.mark.slow)])
+# Both are `slow` (CI stays under 20 min): the λ̂-over-training sweep they run is
+# tests/e2e/test_checkpoint_curves.py's, end to end; these check the examples' own command lines.
+@pytest.mark.parametrize(
+    "script, sweep",
+    [pytest.param("grokking.py", "grokking_curve", marks=pytest.mark.slow), pytest.param("digits_cnn.py", "digits_cnn_curve", marks=pytest.mark.slow)],
+)
 def test_example_curve_command(tmp_path: Path, script: str, sweep: str) -> None:
     pytest.importorskip("sklearn") if script.startswith("digits") else None
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -26,6 +26,7 @@ SWEEP = [
     "data.n=2000",
     "sampler.batch_size=100",
     "sampler.num_steps=30000",
+    "sampler.until_converged=false",  # a known length: job 3 is still running when Ctrl-C comes
     "sampler.mala_every=0",
     "sampler.num_chains=2",
     "cpu_devices=1",

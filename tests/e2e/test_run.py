@@ -48,7 +48,7 @@ def _mlflow_runs(tmp_path: Path):
 
 def test_run_writes_outputs_and_logs_to_mlflow(make_cfg, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    cfg = make_cfg(*TINY, "sampler.num_steps=1000", "sampler.num_burnin=500", mlflow=True)
+    cfg = make_cfg(*TINY, "sampler.num_steps=1000", "sampler.num_burnin=500", "sampler.until_converged=false", mlflow=True)
     m = run(cfg, out, tmp_path)
 
     on_disk = json.loads((out / "metrics.json").read_text())
@@ -77,6 +77,8 @@ def test_run_writes_outputs_and_logs_to_mlflow(make_cfg, tmp_path: Path) -> None
     assert r.data.metrics["llc_chain_0"] == pytest.approx(m["llc_per_chain"][0])
     assert r.data.tags["target_id"] == m["target_id"] and r.data.tags["sampler"] == "sgld"
     assert r.data.tags["health"] == ("; ".join(m["warnings"]) or "ok")
+    # why sampling stopped and how long it ran (tests/unit/test_driver_convergence.py: until converged)
+    assert r.data.tags["stop_reason"] == m["stop_reason"] == "fixed length" and r.data.metrics["num_steps"] == 1000
     # the device the run actually used (tests run with two CPU devices, see conftest)
     assert (m["device_platform"], m["device_count"]) == ("cpu", 2) and r.data.tags["device_platform"] == "cpu"
     assert r.data.metrics["device_count"] == 2 and r.data.tags["device_kind"] == m["device_kind"]

@@ -54,6 +54,7 @@ def test_api_and_cli_give_the_same_metrics(tmp_path: Path) -> None:
         assert api.metrics[key] == cli[key], key
     assert cli["model"] == "linear" and cli["factory"] == "tests.factories:linear"
     assert api.llc_mean == cli["llc_mean"] and api.llc_sem == cli["llc_sem"] and api.llc_ci95 == cli["llc_ci95"]
+    assert api.stop_reason == cli["stop_reason"] in ("converged", "work cap") and api.metrics["num_steps"] == cli["num_steps"]
     assert isinstance(api.trace, pd.DataFrame) and {"loss", "llc", "distance"} <= set(api.trace.columns)
     assert str(api).startswith("λ̂ = ")
     before = set(Path.cwd().iterdir())
@@ -247,6 +248,7 @@ def test_cli_runs_flax_equinox_torch_and_jax_models(tmp_path: Path) -> None:
             "model.factory=tests.factories:classifier",
             f"+model.args.framework={','.join(frameworks)}",
             *QUICK_CLI,
+            "sampler.until_converged=false",  # the adapters are under test, not the sampling length
             f"hydra.sweep.dir={sweep}",
         ],
         cwd=tmp_path,
@@ -307,6 +309,7 @@ def test_cli_loads_every_checkpoint_format(tmp_path: Path) -> None:
                 f"+model.args.framework={framework}",
                 f"model.checkpoint={','.join(paths)}",
                 *QUICK_CLI,
+                "sampler.until_converged=false",  # w* from the checkpoint is under test
                 f"hydra.sweep.dir={sweep}",
             ],
             cwd=tmp_path,
@@ -468,7 +471,7 @@ def test_weight_restricted_llc_samples_only_the_matching_layer() -> None:
     """DLN [4,6,4] at a full-rank teacher: with one layer held at w*, the map from the other
     layer's 24 weights to the product has rank 16, so the restricted λ is 8 for either layer."""
     t = factories.dln(widths=[4, 6, 4], n=10000)
-    quick = {"sampler.num_warmup": 300, "sampler.num_steps": 400}
+    quick = {"sampler.num_warmup": 300, "sampler.num_steps": 400, "sampler.until_converged": False}
     for layer in ("0", "1"):
         r = lh.estimate(t, "hmc", overrides={**quick, "posterior.restrict": [layer]})
         assert r.metrics["d"] == 24 and r.metrics["d_total"] == 48 and r.metrics["restrict"] == [layer]

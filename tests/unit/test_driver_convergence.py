@@ -1,7 +1,7 @@
-"""Sampling until converged (sampler.max_steps): chains that start at w* far from equilibrium keep
-sampling until split R-hat and bulk ESS are met; the work cap stops them with a warning; the
-stopping reason and the work are in metrics.json and the sweep table; without max_steps the run
-is the fixed-length one, draw for draw."""
+"""Sampling until converged (the default; sampler.until_converged, max_steps): chains that start at
+w* far from equilibrium keep sampling until split R-hat and bulk ESS are met; the work cap stops
+them with a warning; the stopping reason and the work are in metrics.json and the sweep table; a
+fixed length (until_converged=false) is the same run, draw for draw, as one that converged at once."""
 
 from __future__ import annotations
 
@@ -30,8 +30,9 @@ def _run(tmp_path: Path, name: str, *extra: str) -> dict:
 
 
 def test_a_chain_far_from_equilibrium_samples_until_converged_and_the_cap_stops_it(tmp_path: Path) -> None:
-    fixed = _run(tmp_path, "fixed")
+    fixed = _run(tmp_path, "fixed", "sampler.until_converged=false")
     assert fixed["stop_reason"] == "fixed length" and fixed["num_steps"] == 200 and fixed["r_hat"] > 1.05
+    assert fixed["max_steps"] is None
     until = _run(tmp_path, "until", "sampler.max_steps=100000", "sampler.converge_rhat=1.02", "sampler.converge_ess=200")
     assert until["stop_reason"] == "converged", until
     assert 200 < until["num_steps"] < 100000 and until["num_burnin"] == until["num_steps"] // 2
@@ -39,17 +40,22 @@ def test_a_chain_far_from_equilibrium_samples_until_converged_and_the_cap_stops_
     assert abs(until["llc_mean"] / 8.0 - 1) < abs(fixed["llc_mean"] / 8.0 - 1)  # longer = closer to λ
     assert until["n_fge"] > fixed["n_fge"]
     capped = _run(tmp_path, "capped", "sampler.max_steps=400", "sampler.converge_ess=1e9")
-    assert capped["stop_reason"] == "work cap" and capped["num_steps"] == 400
-    assert any("work cap sampler.max_steps=400" in w and "raise sampler.max_steps" in w for w in capped["warnings"])
+    assert capped["stop_reason"] == "work cap" and capped["num_steps"] == 400 and capped["max_steps"] == 400
+    assert any("work cap of 400 steps" in w and "raise sampler.max_steps" in w for w in capped["warnings"])
+    # converged at its first check: the fixed-length run, to the last bit
+    at_once = _run(tmp_path, "at_once", "sampler.converge_rhat=100", "sampler.converge_ess=1")
+    assert at_once["stop_reason"] == "converged" and at_once["num_steps"] == 200
+    assert at_once["llc_mean"] == fixed["llc_mean"] and at_once["llc_sem"] == fixed["llc_sem"]
 
 
 def test_the_sweep_table_has_each_jobs_stopping_reason(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    proc = run_cli(["--multirun", *BASE, "sampler.max_steps=400,null", "sampler.converge_ess=1e9", f"hydra.sweep.dir={sweep}"], cwd=tmp_path, timeout=600)
+    args = ["--multirun", *BASE, "sampler.until_converged=true,false", "sampler.converge_ess=1e9", f"hydra.sweep.dir={sweep}"]
+    proc = run_cli(args, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = pd.read_parquet(sweep / "llc_runs.parquet").sort_values("job_num")
     assert list(table["stop_reason"]) == ["work cap", "fixed length"]
-    assert list(table["num_steps"]) == [400, 200]
+    assert list(table["num_steps"]) == [4 * 200, 200]  # the default cap: 4 x num_steps
 
 
 def test_convergence_check() -> None:
@@ -65,3 +71,7 @@ def test_convergence_check() -> None:
     with_nan = mixed.copy()
     with_nan[0, 5] = np.nan  # a diverged chain is left out, as the estimate leaves it out
     assert converged(with_nan, 0, 1.01, 400)[0]
+    # a lone chain: its stretches must agree (split R-hat), not R-hat = 1 by definition
+    assert converged(mixed[:1], 0, 1.01, 400)[0]
+    ok, rhat, _ = converged(drifting[:1], 0, 1.01, 400)
+    assert not ok and rhat > 1.01

@@ -22,7 +22,15 @@ SMALL = ["model.widths=[4,6,4]", "model.true_rank=2", "data.n=2000", "progress=f
 
 
 def test_hmc_near_true_llc_with_diagnostics(make_cfg, tmp_path: Path) -> None:
-    cfg = make_cfg(*SMALL, "sampler=hmc", "sampler.num_warmup=200", "sampler.num_steps=300", "sampler.num_integration_steps=8", "plots=true")
+    cfg = make_cfg(
+        *SMALL,
+        "sampler=hmc",
+        "sampler.num_warmup=200",
+        "sampler.num_steps=300",
+        "sampler.num_integration_steps=8",
+        "plots=true",
+        "sampler.until_converged=false",
+    )
     m = run(cfg, tmp_path, tmp_path)
     assert m["status"] == "ok" and m["dtype"] == "float64"
     assert abs(m["llc_rel_error"]) < 0.2, m
@@ -45,6 +53,7 @@ def test_hmc_trajectory_length_sets_integration_steps(make_cfg, tmp_path: Path) 
         "sampler.num_integration_steps=4",
         "sampler.trajectory_length=0.1",
         "sampler.num_chains=2",
+        "sampler.until_converged=false",  # n_fge below counts 20 transitions
     )
     m = run(cfg, tmp_path, tmp_path)
     for eps, n in zip(m["step_size_per_chain"], m["num_integration_steps_per_chain"]):
@@ -53,7 +62,7 @@ def test_hmc_trajectory_length_sets_integration_steps(make_cfg, tmp_path: Path) 
 
 
 def test_nuts_near_true_llc_respects_tree_depth(make_cfg, tmp_path: Path) -> None:
-    cfg = make_cfg(*SMALL, "sampler=nuts", "sampler.num_warmup=150", "sampler.num_steps=150", "sampler.max_tree_depth=5")
+    cfg = make_cfg(*SMALL, "sampler=nuts", "sampler.num_warmup=150", "sampler.num_steps=150", "sampler.max_tree_depth=5", "sampler.until_converged=false")
     m = run(cfg, tmp_path, tmp_path)
     assert m["status"] == "ok" and abs(m["llc_rel_error"]) < 0.2, m
     assert 0 < m["tree_depth"] <= 5 and 1 <= m["num_integration_steps"] <= 2**5
