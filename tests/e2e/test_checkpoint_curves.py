@@ -17,7 +17,7 @@ from lambda_hat.sweeps import checkpoints
 from tests import factories
 from tests.conftest import run_cli
 
-QUICK = ["sampler.num_chains=2", "sampler.num_steps=400", "sampler.num_tune=200", "sampler.batch_size=64", "progress=false"]
+QUICK = ["sampler.num_chains=2", "sampler.num_steps=400", "sampler.until_converged=false", "sampler.num_tune=200", "sampler.batch_size=64", "progress=false"]
 
 
 def _save_checkpoints(folder: Path, steps: list[int], sidecar: bool = True) -> list[Path]:

@@ -22,6 +22,7 @@ CONFIG = [
     "sampler=sgld",
     "sampler.batch_size=50",
     "sampler.num_steps=400",
+    "sampler.until_converged=false",
     "sampler.num_tune=100",
     "sampler.num_chains=2",
     "cpu_devices=1",

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 DLN = [
     "model.widths=[3,4,3]",
+    "sampler.until_converged=false",  # as the hparams_search presets: trials of one length
     "model.true_rank=1",
     "data.n=2000",
     "sampler.num_steps=400",

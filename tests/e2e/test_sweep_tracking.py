@@ -26,6 +26,7 @@ def test_multirun_is_one_parent_with_a_child_per_job(tmp_path: Path) -> None:
             "data.n=2000",
             "sampler.batch_size=100",
             "sampler.num_steps=400",
+            "sampler.until_converged=false",  # 400 steps: the λ̂ series below has 399 points
             "sampler.num_tune=100",
             "sampler.num_chains=2",
             "seed=0,1",
