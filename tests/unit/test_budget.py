@@ -258,11 +258,22 @@ def test_the_run_applies_the_budget_and_its_config_and_sweep_row_show_it(tmp_pat
         (["+budget.per_sampler.hcm.num_steps=5"], "budget.per_sampler.hcm", "not an estimator"),
         (["sampler=hmc", "+budget.per_sampler.hmc.num_tune=5"], "budget.per_sampler.hmc.num_tune", "unknown key"),
         (["--multirun", "budget.fge_per_chain=-1,1000"], "budget.fge_per_chain", "must be > 0"),
+        # a budget fixes the length: sampling until converged is asked for where the budget says so
+        (["budget.fge_per_chain=1000", "sampler.until_converged=true"], "sampler.until_converged", "budget.per_sampler.sgld.until_converged"),
+        (["sampler.until_converged=false", "sampler.max_steps=5000"], "sampler.max_steps", "work cap of sampler.until_converged=true"),
     ],
 )
 def test_a_bad_budget_is_one_line_naming_the_key(overrides: list[str], key: str, fragment: str) -> None:
     error = check_overrides(overrides)
     assert error is not None and "\n" not in error and error.startswith(key) and fragment in error, error
+
+
+def test_a_budgeted_run_has_a_fixed_length_unless_its_entry_asks_otherwise() -> None:
+    assert compose_config([]).sampler.until_converged is True  # the default: until converged
+    for budget in (["budget.fge_per_chain=1000"], ["sampler=hmc", "+budget.per_sampler.hmc.num_steps=50"]):
+        assert B.apply_budget(compose_config(budget)).sampler.until_converged is False, budget
+    entry = B.apply_budget(compose_config(["budget.fge_per_chain=1000", "+budget.per_sampler.sgld.until_converged=true"]))
+    assert entry.sampler.until_converged is True
 
 
 def test_a_bad_budget_raises_config_error_unless_not_strict() -> None:
