@@ -108,6 +108,7 @@ def check_table_and_mlflow(cwd: Path, expected: dict[int, tuple[str, str]], ncor
     return df
 
 
+@pytest.mark.slow  # 19 s on CI; a killed job's row and MLflow run: tests/e2e/test_faults.py, test_aggregate.py
 @pytest.mark.timeout(1500)
 def test_local_parallel_keeps_the_sweep_through_a_sigkill(tmp_path: Path) -> None:
     # (SIGTERM, what scancel sends, is exercised through submitit's worker by the SLURM test.)

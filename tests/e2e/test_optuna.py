@@ -110,6 +110,7 @@ def test_search_writes_trials_and_best_then_resumes_to_the_total(tmp_path: Path)
     print(f"search 4 trials {t1 - t0:.1f}s, resume +2 {t2 - t1:.1f}s")
 
 
+@pytest.mark.slow  # 32 s on CI; trials, resume and the shared reference run in the tests around it
 def test_failed_trial_pareto_front_and_reference_computed_once(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     xla = Path(os.environ["LAMBDA_HAT_CACHE"]) / "xla"  # the session's compilation cache

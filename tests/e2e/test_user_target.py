@@ -472,11 +472,11 @@ def test_weight_restricted_llc_samples_only_the_matching_layer() -> None:
     layer's 24 weights to the product has rank 16, so the restricted λ is 8 for either layer."""
     t = factories.dln(widths=[4, 6, 4], n=10000)
     quick = {"sampler.num_warmup": 300, "sampler.num_steps": 400, "sampler.until_converged": False}
-    for layer in ("0", "1"):
-        r = lh.estimate(t, "hmc", overrides={**quick, "posterior.restrict": [layer]})
-        assert r.metrics["d"] == 24 and r.metrics["d_total"] == 48 and r.metrics["restrict"] == [layer]
-        assert r.metrics["llc_true"] is None  # the whole model's λ is not this quantity
-        assert abs(r.llc_mean / 8.0 - 1) < 0.1, str(r)
+    # layer "1" (layer "0" is the same by symmetry: one run keeps CI short)
+    r = lh.estimate(t, "hmc", overrides={**quick, "posterior.restrict": ["1"]})
+    assert r.metrics["d"] == 24 and r.metrics["d_total"] == 48 and r.metrics["restrict"] == ["1"]
+    assert r.metrics["llc_true"] is None  # the whole model's λ is not this quantity
+    assert abs(r.llc_mean / 8.0 - 1) < 0.1, str(r)
     with pytest.raises(lh.TargetError, match=r"posterior.restrict: \['2/\*'\] matches no parameter; the parameters are: 0, 1"):
         lh.estimate(t, "hmc", overrides={"posterior.restrict": ["2/*"]})
 

@@ -53,6 +53,7 @@ def test_gradients_match_lapack() -> None:
         np.testing.assert_allclose(jax.grad(ours)(k0), jax.grad(lapack)(k0), rtol=1e-8, atol=1e-10)
 
 
+@pytest.mark.slow  # 21 s on CI; the small-matrix algebra itself is checked above
 def test_rank_64_mfa_with_several_fits_finishes(tmp_path: Path) -> None:
     """With jnp.linalg.cholesky this fit hung for good on 2 cores (vi.rank=64, 4 fits vmapped):
     jaxlib's batched LAPACK kernels waited on the XLA thread pool from inside it."""
