@@ -10,6 +10,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -95,6 +97,7 @@ def test_sigterm_during_nuts_warmup_ends_the_job_and_its_mlflow_run(tmp_path: Pa
     assert _mlflow_statuses(tmp_path / "mlflow.db") == ["KILLED"]
 
 
+@pytest.mark.slow  # 19 s on CI; SIGTERM through submitit's worker: the SLURM test in test_launchers.py
 def test_sigterm_is_honoured_when_a_launcher_calls_the_task_function_directly(tmp_path: Path) -> None:
     """submitit's worker calls the Hydra task function (not main()) after installing its own
     handlers, which ignore SIGTERM; the job must still end as KILLED."""

@@ -293,6 +293,7 @@ def _save_all_formats(folder: Path) -> dict[str, tuple[str, Path, float]]:
     return out
 
 
+@pytest.mark.slow  # 31 s on CI; checkpoints in: test_checkpoints_restore_held_state_and_whole_equinox_models, test_checkpoint_curves.py
 def test_cli_loads_every_checkpoint_format(tmp_path: Path) -> None:
     _require_torch()
     saved = _save_all_formats(tmp_path)
