@@ -190,12 +190,20 @@ def _sample(
     return trace, cost
 
 
+def _burnin_of(s: DictConfig, trace: Trace) -> int:
+    """Burn-in steps the estimate discarded: the configured ones for a fixed length; a run until
+    converged chose them from its chains (at most burnin_fraction of the steps run)."""
+    if trace.stop_reason == "fixed length":
+        return burnin_steps(s, int(trace.step[-1]))
+    return int(s.thinning) * trace.num_burnin_draws
+
+
 def convergence(s: DictConfig) -> Converge | None:
     """The sampler config's run-until-converged settings (None: a fixed length of num_steps)."""
     cap = work_cap(s)
     if cap is None:
         return None
-    return Converge(cap, float(s.converge_rhat), float(s.converge_ess), lambda steps: burnin_steps(s, steps))
+    return Converge(cap, float(s.converge_rhat), float(s.converge_ess), lambda steps: burnin_steps(s, steps), from_chains=s.num_burnin is None)
 
 
 def _fit_variational(cfg: DictConfig, posterior: Posterior, key: jax.Array, label: str, wait_for_tracking: Callable[[], None]) -> Trace:
@@ -273,7 +281,7 @@ def estimate_from_trace(cfg: DictConfig, target: Target, posterior: Posterior, t
         **minimum,
         "num_chains": int(s.num_chains),
         "num_steps": int(s.num_steps) if variational else int(trace.step[-1]) if len(trace.step) else 0,
-        "num_burnin": 0 if variational else burnin_steps(s, int(trace.step[-1])),
+        "num_burnin": 0 if variational else _burnin_of(s, trace),
         "stop_reason": trace.stop_reason,
         "batch_points": trace.batch_points,  # > 1: run in a batched grid; its times are its share
         "max_steps": None if variational else work_cap(s),

@@ -83,9 +83,10 @@ class SamplerConfig:
     # Run until converged (the default): num_steps is the first stretch, then sampling goes on in
     # chunks of a tenth of it until the per-draw λ̂ after burn-in has split R-hat <= converge_rhat
     # and bulk ESS >= converge_ess, or max_steps (the work cap, steps per chain; null =
-    # WORK_CAP_FACTOR x num_steps) is reached, which warns. Burn-in is then burnin_fraction x the
-    # steps run (num_burnin, if set, stays fixed). until_converged=false: a fixed length of
-    # num_steps (lambda_hat.samplers.driver.Converge).
+    # WORK_CAP_FACTOR x num_steps) is reached, which warns. Burn-in is then chosen from the chains
+    # (MSER-5, lambda_hat.llc.stationary_start), at most burnin_fraction x the steps run
+    # (num_burnin, if set, stays fixed). until_converged=false: a fixed length of num_steps
+    # (lambda_hat.samplers.driver.Converge).
     until_converged: bool = True
     max_steps: Optional[int] = None
     converge_rhat: float = 1.01

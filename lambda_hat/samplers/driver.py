@@ -38,7 +38,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from lambda_hat.devices import CHAIN_AXIS, chain_mesh
-from lambda_hat.llc import split_rhat
+from lambda_hat.llc import split_rhat, stationary_start
 from lambda_hat.posterior import Posterior
 from lambda_hat.samplers.base import Kernel, StepwiseWarmup
 from lambda_hat.samplers.programs import PROGRAMS, compiled_program, signature
@@ -54,7 +54,15 @@ class Converge:
     max_steps: int  # the work cap, steps per chain after warm-up
     rhat: float  # split R-hat of the kept per-draw losses at most this
     ess: float  # and their bulk ESS at least this
-    burnin: Callable[[int], int]  # burn-in steps for a run of that many steps
+    burnin: Callable[[int], int]  # the most burn-in steps for a run of that many steps
+    # True: burn-in is chosen from the chains (lambda_hat.llc.stationary_start), at most burnin();
+    # False: exactly burnin() (a configured num_burnin)
+    from_chains: bool = True
+
+    def burnin_draws(self, loss: np.ndarray, draws: int, thinning: int) -> int:
+        """Burn-in draws of one run's chains (loss: chains × draws) after its first ``draws`` draws."""
+        most = int(np.sum(thinning * np.arange(1, draws + 1) <= self.burnin(draws * thinning)))
+        return stationary_start(loss[:, :draws], most) if self.from_chains else most
 
 
 @dataclass(frozen=True)
@@ -524,9 +532,9 @@ def _run(
             continue
         checked = done
         so_far = np.concatenate(loss_chunks, axis=0).T
-        burn = int(np.sum(thinning * np.arange(1, done + 1) <= converge.burnin(done * thinning)))
         for g in sorted(running):
-            if converged(so_far[g * num_chains : (g + 1) * num_chains], burn, converge.rhat, converge.ess)[0]:
+            chains_g = so_far[g * num_chains : (g + 1) * num_chains]
+            if converged(chains_g, converge.burnin_draws(chains_g, done, thinning), converge.rhat, converge.ess)[0]:
                 stops[g] = (done, "converged")
             elif done + draws_per_chunk > max_draws:
                 stops[g] = (done, "work cap")
@@ -555,7 +563,7 @@ def _run(
     for g, (kept, stop_reason) in enumerate(stops):  # a grid's points share its times: each is given its share
         rows = slice(g * num_chains, (g + 1) * num_chains)
         step = thinning * np.arange(1, kept + 1)
-        burnin_draws = int(np.sum(step <= (num_burnin if converge is None else converge.burnin(kept * thinning))))
+        burnin_draws = int(np.sum(step <= num_burnin)) if converge is None else converge.burnin_draws(loss[rows], kept, thinning)
         fge = fge_per_draw[:kept, rows]
         traces.append(
             Trace(
