@@ -198,15 +198,19 @@ def _place(mesh: Mesh | None, tree, spec):
     return jax.device_put(tree, jax.tree.map(lambda s: NamedSharding(mesh, s), spec))
 
 
-def _log_progress(label: str, what: str, done: int, total: int, elapsed: float) -> None:
+def _log_progress(label: str, what: str, done: int, total: int, elapsed: float, at_most: bool = False) -> None:
+    """One progress line; ``at_most``: ``total`` is the work cap of a run until converged, which
+    may stop sooner, so the time left is an upper bound."""
     log.info(
-        "[%s] %s %d/%d (%d%%), %.1fs elapsed, ~%.1fs left",
+        "[%s] %s %d/%s%d (%d%%), %.1fs elapsed, %s%.1fs left",
         label,
         what,
         done,
+        "at most " if at_most else "",
         total,
         100 * done // total,
         elapsed,
+        "at most " if at_most else "~",
         elapsed * (total / done - 1),
     )
 
@@ -218,12 +222,13 @@ class _Reporter:
         self.label, self.what, self.total, self.enabled, self.every_s = label, what, total, enabled, every_s
         self.last_done, self.last_time = 0, 0.0
 
-    def __call__(self, done: int, elapsed: float, total: int | None = None) -> None:
-        total = self.total if total is None else total
+    def __call__(self, done: int, elapsed: float, cap: int | None = None) -> None:
+        """``cap``: past the first stretch of a run until converged, the work cap (the total at most)."""
+        total = self.total if cap is None else cap
         if not self.enabled or (done - self.last_done < total / 10 and elapsed - self.last_time < self.every_s):
             return
         self.last_done, self.last_time = done, elapsed
-        _log_progress(self.label, self.what, done, total, elapsed)
+        _log_progress(self.label, self.what, done, total, elapsed, at_most=cap is not None)
 
 
 def _run_stepwise_warmup(
@@ -527,7 +532,7 @@ def _run(
         extra_chunks.append({k: np.asarray(v)[:size] for k, v in extras.items()})
         sizer.ran(size, time.perf_counter() - begun)
         done += size
-        report(done * thinning, time.perf_counter() - start, num_steps if done <= num_draws else max_draws * thinning)
+        report(done * thinning, time.perf_counter() - start, None if done <= num_draws else max_draws * thinning)
         if converge is None or done < due:
             continue
         checked = done

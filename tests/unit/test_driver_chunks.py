@@ -63,3 +63,13 @@ def test_progress_stays_at_about_a_line_per_tenth_however_short_the_chunks(
     sampling = [r for r in caplog.records if "] step " in r.getMessage()]
     warmup = [r for r in caplog.records if "warm-up step" in r.getMessage()]
     assert 5 <= len(sampling) <= 11 and 5 <= len(warmup) <= 11, (len(sampling), len(warmup))
+
+
+def test_past_the_first_stretch_progress_gives_the_work_cap_as_an_upper_bound(caplog: pytest.LogCaptureFixture) -> None:
+    report = driver._Reporter("run", "step", 1000, enabled=True)
+    with caplog.at_level(logging.INFO, logger="lambda_hat.samplers.driver"):
+        report(500, 5.0)  # within num_steps: the total is known
+        report(2000, 20.0, cap=4000)  # sampling on until converged: the cap is only the most it may run
+    first, second = (r.getMessage() for r in caplog.records)
+    assert "step 500/1000 (50%)" in first and "~5.0s left" in first
+    assert "step 2000/at most 4000 (50%)" in second and "at most 20.0s left" in second
