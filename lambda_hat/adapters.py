@@ -200,11 +200,13 @@ def from_torch(
     Its trainable parameters (by ``state_dict`` name) are sampled; buffers (batch-norm running
     statistics) are held; the module is evaluated in eval mode. Data may be torch tensors or
     arrays. A checkpoint for ``model.checkpoint`` is the module's ``state_dict`` (torch.save) or a
-    safetensors / npz file with the same names.
+    safetensors / npz file with the same names. A tied tensor (an output layer sharing the
+    embedding's weight) is one parameter, sampled once; its second name is recorded in
+    ``meta["tied"]`` so that a state_dict holding it under both names loads.
     """
     from lambda_hat.torch_bridge import extract
 
-    params, buffers, fn = extract(module)
+    params, buffers, fn, tied = extract(module)
 
     def apply_torch(p: Any, x: Any) -> Any:
         # torchax swaps its arguments into the module: they must be JAX arrays, not numpy
@@ -213,7 +215,8 @@ def from_torch(
     data = jax.tree.map(_to_numpy, data)
     params = jax.tree.map(np.asarray, params)
     # state_dict names are the checkpoint's keys; its buffers (running statistics) load into `buffers`
-    return from_apply(apply_torch, params, data, loss=loss, n=n, name=name or type(module).__name__, held=buffers)
+    meta = {"tied": tied} if tied else None
+    return from_apply(apply_torch, params, data, loss=loss, n=n, name=name or type(module).__name__, meta=meta, held=buffers)
 
 
 def _to_numpy(a: Any) -> Any:

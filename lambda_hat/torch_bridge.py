@@ -69,14 +69,18 @@ def import_torchax() -> Any:
     return torchax
 
 
-def extract(module: Any) -> tuple[dict[str, Any], dict[str, Any], Any]:
-    """(params, buffers, fn) of a torch module in eval mode: fn(states, args_tuple) is pure JAX,
-    params are the trainable tensors (by state_dict name), buffers the rest (running statistics),
-    held fixed."""
+def extract(module: Any) -> tuple[dict[str, Any], dict[str, Any], Any, dict[str, str]]:
+    """(params, buffers, fn, tied) of a torch module in eval mode: fn(states, args_tuple) is pure
+    JAX, params are the trainable tensors (by state_dict name), buffers the rest (running
+    statistics), held fixed. tied: each further state_dict name of a tensor the module shares
+    (tied embeddings: ``head.weight`` is ``embed.weight``) -> the one name it is sampled under;
+    torch's state_dict saves it under both, so a checkpoint has both (lambda_hat.targets.checkpoints)."""
     torchax = import_torchax()
     module.eval()  # batch norm on running statistics, dropout off
-    states, fn = torchax.extract_jax(module)
+    states, fn = torchax.extract_jax(module)  # one entry per shared tensor (named_parameters' first name)
     trainable = {k for k, p in module.named_parameters() if p.requires_grad}
     params = {k: v for k, v in states.items() if k in trainable}
     buffers = {k: v for k, v in states.items() if k not in trainable}
-    return params, buffers, fn
+    first = {id(t): k for k, t in (*module.named_parameters(), *module.named_buffers())}
+    tied = {k: first[id(t)] for k, t in module.state_dict(keep_vars=True).items() if first.get(id(t), k) != k}
+    return params, buffers, fn, tied

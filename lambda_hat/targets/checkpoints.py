@@ -98,6 +98,19 @@ def _from_flat(flat: dict[str, np.ndarray], template: Any) -> Any:
     return jax.tree.unflatten(jax.tree.structure(template), out)
 
 
+def _untie(flat: dict[str, np.ndarray], tied: dict[str, str] | None) -> None:
+    """Fold each tied name into the one the model samples (in place): a torch state_dict saves a
+    shared tensor under every name; the two copies must agree, else the file is not of this model."""
+    for alias, name in (tied or {}).items():
+        if alias not in flat:
+            continue
+        value = flat.pop(alias)
+        if name not in flat:
+            flat[name] = value
+        elif np.shape(flat[name]) != np.shape(value) or not np.array_equal(flat[name], value):
+            raise TargetError("model.checkpoint", f"{alias} and {name} are one tied tensor in the model but differ in the checkpoint")
+
+
 def _take_held(flat: dict[str, np.ndarray], held: dict[str, Any] | None) -> None:
     """Move the arrays a target holds fixed (batch-norm statistics, torch buffers) out of flat and
     into held (in place: the target's loss reads that dict), shape-checked, in held's dtype."""
@@ -124,6 +137,7 @@ def load(
     fmt: str = "auto",
     held: dict[str, Any] | None = None,
     equinox_static: Any = None,
+    tied: dict[str, str] | None = None,
 ) -> Any:
     """The checkpoint at path as a pytree shaped like template (shape and dtype checked per leaf).
 
@@ -131,6 +145,8 @@ def load(
     state_dict's running statistics, a linen checkpoint's batch_stats/...) are loaded into it.
     equinox_static: the non-array part of an Equinox model (from_equinox), so that a file written
     from the whole model (``eqx.tree_serialise_leaves(path, model)``) reads back leaf for leaf.
+    tied: a torch module's shared tensors (``target.meta["tied"]``, from_torch): second name ->
+    the name sampled; the file's copy under the second name must equal the first.
     """
     path = Path(path).expanduser()
     if not path.exists():
@@ -141,12 +157,14 @@ def load(
         if fmt == "npz":
             with np.load(path, allow_pickle=False) as z:
                 flat = {k: z[k] for k in z.files}
+            _untie(flat, tied)
             _take_held(flat, held)
             params = _from_flat(flat, template)
         elif fmt == "safetensors":
             from safetensors.numpy import load_file
 
             flat = dict(load_file(str(path)))
+            _untie(flat, tied)
             _take_held(flat, held)
             params = _from_flat(flat, template)
         elif fmt == "torch":
@@ -154,6 +172,7 @@ def load(
 
             state = torch.load(str(path), map_location="cpu", weights_only=True)
             flat = {k: v.detach().cpu().numpy() for k, v in state.items()}
+            _untie(flat, tied)
             _take_held(flat, held)
             params = _from_flat(flat, template)
         elif fmt == "equinox":

@@ -102,7 +102,8 @@ def build(cfg: DictConfig, cache_dir: Path | None = None) -> Target:
                 f"{model.factory} returns a model with batch statistics that a checkpoint of its "
                 "parameters cannot restore; load the checkpoint inside the factory (nnx.update) and leave model.checkpoint unset",
             )
-        params = checkpoints.load(path, target.w_star, model.checkpoint_format, held=target.held, equinox_static=target.meta.get("equinox_static"))
+        extra = {"equinox_static": target.meta.get("equinox_static"), "tied": target.meta.get("tied")}
+        params = checkpoints.load(path, target.w_star, model.checkpoint_format, held=target.held, **extra)
         target = target.with_params(params)
         from lambda_hat.sweeps.checkpoints import training_info
 

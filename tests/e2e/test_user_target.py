@@ -126,6 +126,34 @@ def test_torch_mlp_matches_the_same_mlp_in_jax() -> None:
     assert abs(a.llc_mean - b.llc_mean) <= 2 * math.hypot(a.llc_sem, b.llc_sem), (str(a), str(b))
 
 
+def test_a_torch_module_with_tied_weights_samples_the_shared_tensor_once_and_loads_its_state_dict(tmp_path: Path) -> None:
+    """An output layer sharing the input layer's weight (tied embeddings' pattern): one parameter,
+    moving both layers; torch.save(state_dict) holds it under both names and loads; a file whose
+    two copies differ is refused with a line naming both."""
+    torch = _require_torch()
+    x, y = factories._classification(200, 5, 5, seed=3)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 5), torch.nn.Tanh(), torch.nn.Linear(5, 5))
+    net[2].weight = net[0].weight
+    t = lh.from_torch(net, (x, y), loss="cross_entropy")
+    assert sorted(t.w_star) == ["0.bias", "0.weight", "2.bias"] and t.meta["tied"] == {"2.weight": "0.weight"}
+    moved = {**t.w_star, "0.weight": t.w_star["0.weight"] + 0.1}
+    with torch.no_grad():
+        net[0].weight += 0.1  # moves net[2].weight too: the same tensor
+        expected = torch.nn.functional.cross_entropy(net(torch.as_tensor(x)), torch.as_tensor(y).long()).item()
+    assert float(t.loss(moved, t.data)) == pytest.approx(expected, rel=1e-5)
+    path = tmp_path / "tied.pt"
+    torch.save(net.state_dict(), path)
+    assert set(torch.load(path, weights_only=True)) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+    loaded = lh.load_checkpoint(path, t.w_star, tied=t.meta["tied"])
+    np.testing.assert_allclose(loaded["0.weight"], moved["0.weight"], rtol=1e-6)
+    state = net.state_dict()
+    state["2.weight"] = state["2.weight"].clone() + 1.0  # no longer one tensor
+    torch.save(state, path)
+    with pytest.raises(lh.TargetError, match="2.weight and 0.weight are one tied tensor"):
+        lh.load_checkpoint(path, t.w_star, tied=t.meta["tied"])
+
+
 def _tanh_mlp(p: list[dict[str, jax.Array]], x: jax.Array) -> jax.Array:
     return jnp.tanh(x @ p[0]["w"] + p[0]["b"]) @ p[1]["w"] + p[1]["b"]
 
