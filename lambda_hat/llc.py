@@ -139,10 +139,19 @@ def interval95(llc_mean: float | None, llc_sem: float | None, r_hat: float | Non
 
 def interval_metrics(est: dict[str, Any], trace: Any) -> dict[str, Any]:
     """llc_ci95 (lambda_hat.llc.interval95), the bias b it used and, when λ is known, whether it
-    covers it. b: the median over the healthy chains of the tuner's predicted bias (0 where the
-    sampler predicts none); R-hat across chains, or within a lone chain (four stretches)."""
+    covers it. b: the median over the healthy chains of the predicted relative bias — the SGLD
+    tuner's ``predicted_bias``, or a sampler's per-draw ``predicted_excess`` of E[U] (SGHMC, SGNHT)
+    averaged over the kept draws and divided by the chain's λ̂; 0 where the sampler predicts none.
+    R-hat across chains, or within a lone chain (four stretches)."""
     healthy = np.isfinite(trace.loss).all(axis=1)
     predicted = np.asarray(trace.warmup.get("predicted_bias", np.zeros(len(healthy))), dtype=np.float64)
+    if "predicted_bias" not in trace.warmup and "predicted_excess" in trace.extras:
+        excess = np.asarray(trace.extras["predicted_excess"], dtype=np.float64)[:, trace.num_burnin_draws :]
+        llc = np.array([np.nan if v is None else v for v in est.get("llc_per_chain") or [None] * len(healthy)], dtype=np.float64)
+        counts = np.isfinite(excess).sum(axis=1)
+        with np.errstate(all="ignore"):  # a chain without an estimate, or with λ̂ <= 0, predicts none
+            per_chain = np.where(np.isfinite(excess), excess, 0.0).sum(axis=1) / counts / llc
+        predicted = np.where((counts > 0) & np.isfinite(per_chain) & (llc > 0), per_chain, 0.0)
     bias = float(np.median(predicted[healthy])) if healthy.any() and predicted.size == healthy.size else 0.0
     r_hat = est.get("r_hat")
     if r_hat is None and healthy.sum() == 1:
@@ -253,6 +262,9 @@ MALA_ACCEPT_MIN = 0.8
 # Above this the SGLD step is far smaller than it need be; with R-hat or ESS failing too, the chains
 # under-mix (Lau et al.'s 5e-7 at n = 1e4: MALA 0.99-1.00, R-hat 1.3, ESS ~10 of 4,000 draws).
 MALA_ACCEPT_HIGH = 0.98
+# A fixed step whose predicted relative bias of λ̂ is above this (SGHMC/SGNHT: discretization and
+# minibatch noise, lambda_hat.estimators.sghmc.predicted_excess) warns; the SGLD tuner caps it at 1%.
+PREDICTED_BIAS_MAX = 0.02
 # Pareto k̂ of a VI fit's importance ratios: above 0.7 q does not match p (Yao et al. 2018).
 KHAT_MAX = 0.7
 TUNE_HINT = "sampler.target_mala_accept=0.95 tunes the step per chain"
@@ -276,6 +288,12 @@ def health_warnings(metrics: dict[str, Any]) -> list[str]:
         out.append(
             f"pareto_khat = {khat:.2f} > {KHAT_MAX}: q does not match the posterior (heavy-tailed importance "
             "ratios), λ̂ is unreliable; raise vi.rank / vi.components (mfa) or vi.latent_dim (flow), or fit longer"
+        )
+    bias = metrics.get("llc_ci95_bias")
+    if bias is not None and bias > PREDICTED_BIAS_MAX and "tune_mala_accept" not in metrics:
+        out.append(
+            f"predicted bias of λ̂ from the step = {100 * bias:+.1f}% > {100 * PREDICTED_BIAS_MAX:.0f}% (discretization and "
+            "minibatch-gradient noise; llc_bias_corrected takes it out): lower sampler.step_size"
         )
     tuned = "tune_mala_accept" in metrics  # the step was tuned: the hint would not help
     if mala is not None and mala < MALA_ACCEPT_MIN:

@@ -53,7 +53,7 @@ def build(cfg: Any, n: int) -> Any:
     import jax.numpy as jnp
 
     from lambda_hat.samplers.base import Kernel, StepInfo
-    from lambda_hat.samplers.sgmcmc import SGMCMCState, batch_idx, potential
+    from lambda_hat.samplers.sgmcmc import SGMCMCState, batch_idx, bias_traces, potential
 
     h, batch, thermostat = cfg.step_size, int(cfg.batch_size), cfg.name == "sgnht"
     fge = batch / n
@@ -64,7 +64,7 @@ def build(cfg: Any, n: int) -> Any:
         return SGMCMCState(w0, momentum, jnp.zeros((), w0.dtype) + cfg.friction, jnp.zeros((), jnp.int32))
 
     def step(key, state, params, post, t):
-        del params, t
+        del params
         k_batch, k_noise = jax.random.split(key)
         w = state.position
         idx = batch_idx(k_batch, post, batch)
@@ -76,15 +76,44 @@ def build(cfg: Any, n: int) -> Any:
         new_w = w + h * p  # drift with the new momentum (symplectic Euler)
         kinetic = jnp.mean(p**2)
         xi = state.v + h * (kinetic - 1.0) if thermostat else state.v
-        extras = {"kinetic_temperature": kinetic}  # ≈ 1 when the momentum is thermalised
-        return SGMCMCState(new_w, p, xi, state.t + 1), StepInfo(loss, jnp.asarray(fge, w.dtype), extras)
+        # The step's predicted bias of λ̂, every BIAS_EVERY steps (NaN between: the driver averages
+        # what was evaluated), from a key of its own so that the chain's draws do not change.
+        estimate = t % BIAS_EVERY == 0
+        nan = jnp.full((), jnp.nan, w.dtype)
+        traces = jax.lax.cond(estimate, lambda: bias_traces(jax.random.fold_in(key, 1), post, w, grad_u, batch), lambda: (nan, nan))
+        extras = {
+            "kinetic_temperature": kinetic,  # ≈ 1 when the momentum is thermalised
+            "predicted_excess": predicted_excess(h, cfg.friction, friction, w.size, *traces).astype(w.dtype),
+        }
+        fge_step = jnp.where(estimate, 3 * fge, fge).astype(w.dtype)  # + the probe's two gradients
+        return SGMCMCState(new_w, p, xi, state.t + 1), StepInfo(loss, fge_step, extras)
 
     return Kernel(init=init, step=step)
 
 
+BIAS_EVERY = 100  # sampling steps between two estimates of the step's bias (2% more work)
+
+
+def predicted_excess(h: Any, noise_friction: Any, friction: Any, d: int, trace_hessian: Any, trace_noise: Any) -> Any:
+    """E[U] of the chain's stationary law minus the posterior's, for U locally quadratic with
+    Hessian A and minibatch-gradient covariance Σ_g (trace_hessian = tr A, trace_noise = tr Σ_g):
+    λ̂ is high by about this (lambda_hat.llc.interval_metrics divides it by λ̂).
+
+    Per direction of curvature a, the kick-drift step above has the exact stationary variance
+    1 / (a (1 − a h² / (2 (2 − ξ h)))) for friction ξ (a linear recursion's Lyapunov equation),
+    i.e. E[U] higher by a h² / (4 (2 − ξ h)): SGLD's ε tr A / 8 at ε = 2h² / (2 − ξh). The
+    minibatch noise adds h² Σ_g to the momentum's variance per step beside the 2 A h injected
+    (A = noise_friction) against a friction ξ: temperature (A + h σ²/2) / ξ per direction, so
+    E[U] higher by (d (A − ξ) + h tr Σ_g / 2) / (2ξ) — SGHMC (ξ = A): h tr Σ_g / (4A); SGNHT's
+    thermostat moves ξ to cancel it on average.
+    """
+    return h**2 * trace_hessian / (4.0 * (2.0 - friction * h)) + (d * (noise_friction - friction) + h * trace_noise / 2.0) / (2.0 * friction)
+
+
 def size_sg(s: Any, n: int, fge: Fraction, vi: Any = None) -> dict[str, Any]:
-    """SGHMC, SGNHT: num_steps minibatch gradients (1e3 FGE: 20,000 x 0.05)."""
-    return sg_sizes(s.name, fge, minibatch_fge(s, n), Fraction(0))
+    """SGHMC, SGNHT: num_steps minibatch gradients, plus the bias probe's two every BIAS_EVERY
+    steps (1e3 FGE: 19,600 x 0.05 x 1.02)."""
+    return sg_sizes(s.name, fge, minibatch_fge(s, n) * Fraction(BIAS_EVERY + 2, BIAS_EVERY), Fraction(0))
 
 
 ESTIMATORS = (

@@ -92,6 +92,17 @@ def mala_acceptance(
     return jnp.exp(jnp.minimum(0.0, jnp.nan_to_num(log_ratio, nan=-jnp.inf)))
 
 
+def bias_traces(key: jax.Array, post: Posterior, w: jax.Array, grad_u: jax.Array, batch: int, precond: jax.Array | float = 1.0) -> tuple[jax.Array, jax.Array]:
+    """(tr(G ∇²U), tr(G Σ_g)) at w, estimated from a second, independent minibatch: a Hutchinson
+    probe of its Hessian and the gradient difference (E|∇U_A − ∇U_B|² = 2 tr Σ_g); grad_u is ∇U
+    on the step's own minibatch. Two gradients' worth of work."""
+    k_batch, k_probe = jax.random.split(key)
+    other = batch_idx(k_batch, post, batch)
+    v = jnp.sqrt(precond) * jax.random.rademacher(k_probe, w.shape, w.dtype)
+    grad_other, hvp = jax.jvp(jax.grad(lambda x: potential(post, x, other)[0]), (w,), (v,))
+    return jnp.vdot(v, hvp), 0.5 * jnp.sum(precond * (grad_u - grad_other) ** 2)
+
+
 def build_langevin(cfg: Any, n: int, preconditioner: Preconditioner | None = None) -> Kernel:
     """An SG-Langevin kernel (tuned if cfg.target_mala_accept is set); n is the data size (a
     minibatch gradient is batch/n FGE); preconditioner None = plain SGLD (G = 1)."""
@@ -145,15 +156,6 @@ def build_langevin(cfg: Any, n: int, preconditioner: Preconditioner | None = Non
             extras["mala_accept"] = jax.lax.cond(t % mala_every == 0, accept_prob, lambda: jnp.full((), jnp.nan, new_state.position.dtype))
         return new_state, StepInfo(loss, jnp.asarray(fge, new_state.position.dtype), extras)
 
-    def bias_terms(key, post, w, grad_u, precond):
-        """(tr(G ∇²U), tr(G Σ_g)) at w, estimated from a second, independent minibatch: a
-        Hutchinson probe of its Hessian and the gradient difference (E|∇U_A − ∇U_B|² = 2 tr Σ_g)."""
-        k_batch, k_probe = jax.random.split(key)
-        other = batch_idx(k_batch, post, batch)
-        v = jnp.sqrt(precond) * jax.random.rademacher(k_probe, w.shape, w.dtype)
-        grad_other, hvp = jax.jvp(jax.grad(lambda x: potential(post, x, other)[0]), (w,), (v,))
-        return jnp.vdot(v, hvp), 0.5 * jnp.sum(precond * (grad_u - grad_other) ** 2)
-
     def tuning() -> StepwiseWarmup:
         """Per chain, one step at a time: dual averaging of log ε to the target MALA acceptance,
         capped where the unadjusted chain's predicted bias of λ̂ exceeds ``max_bias``.
@@ -206,7 +208,7 @@ def build_langevin(cfg: Any, n: int, preconditioner: Preconditioner | None = Non
             # Skip the first 10% (the chain leaving w*, where U's traces and λ̂ are all ~0).
             estimate = (t % BIAS_EVERY == 0) & (t >= num_tune // 10) & (max_bias is not None)
             zero = jnp.zeros((), dtype)
-            traces = jax.lax.cond(estimate, lambda: bias_terms(k_bias, post, state.position, grad_u, precond), lambda: (zero, zero))
+            traces = jax.lax.cond(estimate, lambda: bias_traces(k_bias, post, state.position, grad_u, batch, precond), lambda: (zero, zero))
             term = (post.llc_of_loss(loss), traces[0] + traces[1])
             use = estimate & finite & jnp.isfinite(term[0]) & jnp.isfinite(term[1])
             sums = jax.tree.map(lambda total, x: total + jnp.where(use, x, 0.0), sums, term)
