@@ -114,7 +114,8 @@ def interval95(llc_mean: float | None, llc_sem: float | None, r_hat: float | Non
     """A 95% interval for λ that counts the step's bias and under-mixing, not only Monte Carlo error.
 
     With b the step's predicted relative bias of λ̂ (the SGLD tuner's ``predicted_bias``: the
-    unadjusted chain's law sits ε·tr/8 above the posterior's; 0 for Metropolis-adjusted samplers)
+    unadjusted chain's law sits ε·tr/8 above the posterior's; SGHMC/SGNHT's probe,
+    lambda_hat.estimators.sghmc.predicted_excess; 0 for Metropolis-adjusted samplers)
     and c = λ̂ / (1 + b) the bias-corrected centre:
 
         low  = c - 1.96 se - b λ̂
