@@ -40,10 +40,16 @@ def on_forced_exit(fn: Callable[[], None]) -> Callable[[], None]:
     return lambda: _cleanups.pop(key, None)
 
 
+_received: list[int] = []  # signals taken by _raise in the current block (see terminate_on_signals)
+
+
+def _exit_for(signum: int) -> BaseException:
+    return KeyboardInterrupt() if signum == signal.SIGINT else SystemExit(128 + signum)
+
+
 def _raise(signum: int, frame: object) -> None:
-    if signum == signal.SIGINT:
-        raise KeyboardInterrupt
-    raise SystemExit(128 + signum)
+    _received.append(signum)
+    raise _exit_for(signum)
 
 
 def _watch(sock: socket.socket, stop: threading.Event, grace_s: float) -> None:
@@ -86,6 +92,7 @@ def terminate_on_signals(grace_s: float = GRACE_S) -> Iterator[None]:
     old_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
     watchdog = threading.Thread(target=_watch, args=(reader, stop, grace_s), name="signal-watchdog", daemon=True)
     watchdog.start()
+    _received.clear()
     try:
         yield
     finally:
@@ -95,3 +102,10 @@ def terminate_on_signals(grace_s: float = GRACE_S) -> Iterator[None]:
             signal.signal(s, handler)
         writer.close()  # wakes the watchdog's recv
         reader.close()
+    # Reached only when the block ended without an exception although a signal came: Python
+    # swallows an exception raised where it runs a callback (a gc callback such as jax's, a
+    # __del__: "Exception ignored in ..."), and the signal would be lost. Raise it now.
+    if _received:
+        signum = _received[0]
+        log.warning("signal %d arrived where Python ignores exceptions (a gc callback or __del__); ending the job now", signum)
+        raise _exit_for(signum)

@@ -35,6 +35,25 @@ def _mlflow_statuses(db: Path) -> list[str]:
     return [r.info.status for r in runs]
 
 
+def test_a_signal_whose_exception_python_swallowed_still_ends_the_job() -> None:
+    """A SIGINT that lands while Python runs a callback (seen in CI: jax's gc callback) raises there,
+    and Python ignores the exception; the block raises it when it ends instead of running on."""
+    from lambda_hat import signals
+
+    class Deleted:
+        def __del__(self) -> None:  # the handler runs here: its KeyboardInterrupt is "ignored"
+            signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+
+    ran_on = []
+    with pytest.raises(KeyboardInterrupt):
+        with signals.terminate_on_signals(grace_s=60.0):
+            Deleted()  # freed at once
+            ran_on.append(True)  # the swallowed exception did not stop the block
+    assert ran_on == [True]
+    with signals.terminate_on_signals(grace_s=60.0):  # the next block starts clean
+        pass
+
+
 def test_watchdog_ends_a_job_whose_main_thread_is_stuck_in_native_code(tmp_path: Path) -> None:
     """The main thread never returns to Python (SIGTERM blocked there, asleep in C): the watchdog
     still runs the clean-ups and exits with 128 + SIGTERM after the grace period."""
