@@ -174,6 +174,17 @@ def minibatch_fge(s: Any, n: int) -> Fraction:
     return Fraction(min(int(s.batch_size), n), n)
 
 
+# Sampling steps between two estimates of a fixed step's bias of λ̂ (SGHMC, SGNHT, an untuned
+# Langevin chain: lambda_hat.samplers.sgmcmc.probe_bias); here so that sizing stays JAX-free.
+PROBE_EVERY = 100
+
+
+def probe_gradients(s: Any) -> int:
+    """Minibatch gradients one bias estimate costs: a second minibatch's gradient and a Hessian
+    probe, or the gradient alone for a Langevin chain with the LM noise (no Hessian term)."""
+    return 1 if getattr(s, "integrator", None) == "lm" else 2
+
+
 def sg_sizes(name: str, fge: Fraction, step: Fraction, spent: Fraction) -> dict[str, Any]:
     """An SG-MCMC run of steps costing ``step`` FGE each after ``spent`` FGE of tuning: whole
     tens of steps, thinning 10, the second half kept."""

@@ -19,7 +19,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from lambda_hat.config import require
-from lambda_hat.estimators import EstimatorSpec, minibatch_fge, sg_sizes
+from lambda_hat.estimators import PROBE_EVERY, EstimatorSpec, minibatch_fge, probe_gradients, sg_sizes
 from lambda_hat.estimators.sgld import SGMCMCConfig, check_minibatch
 
 
@@ -53,7 +53,7 @@ def build(cfg: Any, n: int) -> Any:
     import jax.numpy as jnp
 
     from lambda_hat.samplers.base import Kernel, StepInfo
-    from lambda_hat.samplers.sgmcmc import SGMCMCState, batch_idx, bias_traces, potential
+    from lambda_hat.samplers.sgmcmc import SGMCMCState, batch_idx, potential, probe_bias
 
     h, batch, thermostat = cfg.step_size, int(cfg.batch_size), cfg.name == "sgnht"
     fge = batch / n
@@ -76,11 +76,7 @@ def build(cfg: Any, n: int) -> Any:
         new_w = w + h * p  # drift with the new momentum (symplectic Euler)
         kinetic = jnp.mean(p**2)
         xi = state.v + h * (kinetic - 1.0) if thermostat else state.v
-        # The step's predicted bias of λ̂, every BIAS_EVERY steps (NaN between: the driver averages
-        # what was evaluated), from a key of its own so that the chain's draws do not change.
-        estimate = t % BIAS_EVERY == 0
-        nan = jnp.full((), jnp.nan, w.dtype)
-        traces = jax.lax.cond(estimate, lambda: bias_traces(jax.random.fold_in(key, 1), post, w, grad_u, batch), lambda: (nan, nan))
+        traces, estimate = probe_bias(key, post, w, grad_u, batch, t)  # the step's predicted bias of λ̂
         extras = {
             "kinetic_temperature": kinetic,  # ≈ 1 when the momentum is thermalised
             "predicted_excess": predicted_excess(h, cfg.friction, friction, w.size, *traces).astype(w.dtype),
@@ -89,9 +85,6 @@ def build(cfg: Any, n: int) -> Any:
         return SGMCMCState(new_w, p, xi, state.t + 1), StepInfo(loss, fge_step, extras)
 
     return Kernel(init=init, step=step)
-
-
-BIAS_EVERY = 100  # sampling steps between two estimates of the step's bias (2% more work)
 
 
 def predicted_excess(h: Any, noise_friction: Any, friction: Any, d: int, trace_hessian: Any, trace_noise: Any) -> Any:
@@ -111,9 +104,9 @@ def predicted_excess(h: Any, noise_friction: Any, friction: Any, d: int, trace_h
 
 
 def size_sg(s: Any, n: int, fge: Fraction, vi: Any = None) -> dict[str, Any]:
-    """SGHMC, SGNHT: num_steps minibatch gradients, plus the bias probe's two every BIAS_EVERY
+    """SGHMC, SGNHT: num_steps minibatch gradients, plus the bias probe's two every PROBE_EVERY
     steps (1e3 FGE: 19,600 x 0.05 x 1.02)."""
-    return sg_sizes(s.name, fge, minibatch_fge(s, n) * Fraction(BIAS_EVERY + 2, BIAS_EVERY), Fraction(0))
+    return sg_sizes(s.name, fge, minibatch_fge(s, n) * Fraction(PROBE_EVERY + probe_gradients(s), PROBE_EVERY), Fraction(0))
 
 
 ESTIMATORS = (

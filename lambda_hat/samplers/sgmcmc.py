@@ -7,8 +7,17 @@ Langevin family, with U(w) = nβ L_batch(w) + γ/2 |w - w*|² and a diagonal pre
 
     w <- w - (ε/2) G ⊙ ∇U(w) + sqrt(ε G) ⊙ ξ,   ξ ~ N(0, I)
 
-(devinterp's convention: ε is the step size). Plain SGLD (G = 1) uses blackjax's overdamped
-Langevin integrator. blackjax has no preconditioned SGLD, so RMSprop/Adam are written here
+(devinterp's convention: ε is the step size). With ``integrator: lm`` (the default) the noise
+is Leimkuhler & Matthews' (2013, "Rational construction of stochastic numerical methods for
+molecular sampling"): ξ is replaced by (ξ_k + ξ_{k+1})/2, the mean of this step's draw and the
+next's, so each draw is used twice. Why: on a quadratic U the Euler–Maruyama chain's stationary
+E[U] is high by ε·tr(G A)/8 (A = ∇²U), which grows with the number of stiff directions and
+dominated the step's bias of λ̂ (98% of the predicted bias on a ~1k random DLN); the LM chain's
+stationary variance is exact there at any stable step (an ARMA(1,1) whose variance is 1/a per
+eigenvalue a), leaving the minibatch noise's ε·tr(G Σ_g)/8 and higher-order terms. Same cost,
+same step-size meaning; ``integrator: euler`` is devinterp's and Lau et al.'s move
+(``sampler=sgld_lau``). Plain Euler SGLD (G = 1) uses blackjax's overdamped Langevin integrator
+(blackjax has no LM move). blackjax has no preconditioned SGLD, so RMSprop/Adam are written here
 following Hitchcock & Hoogland 2025 (arXiv:2507.21449) App. D.3 (lambda_hat.estimators.psgld
 supplies the moments as a :class:`Preconditioner`): the moment estimates use the loss gradient
 ∇L_batch only, not the localization term. As in pSGLD (Li et al. 2016) the small Γ correction
@@ -36,6 +45,7 @@ import jax.numpy as jnp
 from blackjax.adaptation.step_size import dual_averaging_adaptation
 from blackjax.sgmcmc.diffusions import overdamped_langevin
 
+from lambda_hat.estimators import PROBE_EVERY, probe_gradients
 from lambda_hat.posterior import Posterior
 from lambda_hat.samplers.base import Kernel, StepInfo, StepwiseWarmup, Warmup
 
@@ -47,6 +57,7 @@ class SGMCMCState(NamedTuple):
     m: jax.Array  # Adam: first moment of ∇L_batch; SGHMC/SGNHT: momentum; else shape ()
     v: jax.Array  # RMSprop/Adam: second moment of ∇L_batch; SGNHT: thermostat ξ; else shape ()
     t: jax.Array  # steps taken (Adam's bias correction)
+    xi: jax.Array | None = None  # Leimkuhler–Matthews: the noise the next move reuses; else None
 
 
 class Preconditioner(NamedTuple):
@@ -92,15 +103,33 @@ def mala_acceptance(
     return jnp.exp(jnp.minimum(0.0, jnp.nan_to_num(log_ratio, nan=-jnp.inf)))
 
 
-def bias_traces(key: jax.Array, post: Posterior, w: jax.Array, grad_u: jax.Array, batch: int, precond: jax.Array | float = 1.0) -> tuple[jax.Array, jax.Array]:
+def bias_traces(
+    key: jax.Array, post: Posterior, w: jax.Array, grad_u: jax.Array, batch: int, precond: jax.Array | float = 1.0, hessian: bool = True
+) -> tuple[jax.Array, jax.Array]:
     """(tr(G ∇²U), tr(G Σ_g)) at w, estimated from a second, independent minibatch: a Hutchinson
     probe of its Hessian and the gradient difference (E|∇U_A − ∇U_B|² = 2 tr Σ_g); grad_u is ∇U
-    on the step's own minibatch. Two gradients' worth of work."""
+    on the step's own minibatch. Two gradients' worth of work; one with hessian=False (the first
+    trace is then 0, not estimated)."""
     k_batch, k_probe = jax.random.split(key)
     other = batch_idx(k_batch, post, batch)
+    grad_of = jax.grad(lambda x: potential(post, x, other)[0])
+    if not hessian:
+        return jnp.zeros((), w.dtype), 0.5 * jnp.sum(precond * (grad_u - grad_of(w)) ** 2)
     v = jnp.sqrt(precond) * jax.random.rademacher(k_probe, w.shape, w.dtype)
-    grad_other, hvp = jax.jvp(jax.grad(lambda x: potential(post, x, other)[0]), (w,), (v,))
+    grad_other, hvp = jax.jvp(grad_of, (w,), (v,))
     return jnp.vdot(v, hvp), 0.5 * jnp.sum(precond * (grad_u - grad_other) ** 2)
+
+
+def probe_bias(
+    key: jax.Array, post: Posterior, w: jax.Array, grad_u: jax.Array, batch: int, t: jax.Array, precond: jax.Array | float = 1.0, hessian: bool = True
+) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
+    """A sampling step's bias probe: bias_traces every PROBE_EVERY steps (NaN between: the driver
+    averages what was evaluated), from a key of its own so that the chain's draws do not change.
+    Returns (the traces, whether they were estimated at step t)."""
+    estimate = t % PROBE_EVERY == 0
+    nan = jnp.full((), jnp.nan, w.dtype)
+    traces = jax.lax.cond(estimate, lambda: bias_traces(jax.random.fold_in(key, 1), post, w, grad_u, batch, precond, hessian), lambda: (nan, nan))
+    return traces, estimate
 
 
 def build_langevin(cfg: Any, n: int, preconditioner: Preconditioner | None = None) -> Kernel:
@@ -113,15 +142,17 @@ def build_langevin(cfg: Any, n: int, preconditioner: Preconditioner | None = Non
     tuned = target_accept is not None
     num_tune = int(getattr(cfg, "num_tune", 0))
     max_bias = getattr(cfg, "max_bias", None)  # None: no bias cap (and no estimates)
+    leimkuhler_matthews = getattr(cfg, "integrator", "euler") == "lm"
+    probe_cost = probe_gradients(cfg)
     langevin = overdamped_langevin()
 
     def init(key: jax.Array, w0: jax.Array, post: Posterior) -> SGMCMCState:
         del post
-        del key
+        xi = jax.random.normal(key, w0.shape, w0.dtype) if leimkuhler_matthews else None
         if preconditioner is not None:
-            return SGMCMCState(w0, jnp.zeros_like(w0), jnp.zeros_like(w0), jnp.zeros((), jnp.int32))
+            return SGMCMCState(w0, jnp.zeros_like(w0), jnp.zeros_like(w0), jnp.zeros((), jnp.int32), xi)
         scalar = jnp.zeros((), w0.dtype)
-        return SGMCMCState(w0, scalar, scalar, jnp.zeros((), jnp.int32))
+        return SGMCMCState(w0, scalar, scalar, jnp.zeros((), jnp.int32), xi)
 
     def propose(key, state, post, eps):
         """One Langevin move from state with step eps: (new state, L_batch(w), MALA acceptance fn,
@@ -133,28 +164,47 @@ def build_langevin(cfg: Any, n: int, preconditioner: Preconditioner | None = Non
         loss = post.recorded_loss(loss, idx)
         g = (grad_u - post.gamma * (w - post.w_star)) / post.nbeta  # ∇L_batch, for the moments
         m, v, tt = state.m, state.v, state.t + 1
-        if preconditioner is None:
+        xi = None
+        if preconditioner is None and not leimkuhler_matthews:
             precond = jnp.ones((), w.dtype)
             # blackjax: w + s ∇log p + sqrt(2 s) ξ with s = ε/2 is exactly the update above.
-            new_w = langevin(k_noise, w, -grad_u, eps / 2)
+            new_w = euler_w = langevin(k_noise, w, -grad_u, eps / 2)
         else:
-            m, v, drift, v_hat = preconditioner.update(m, v, g, tt.astype(w.dtype), grad_u, w, post)
-            precond = 1.0 / (jnp.sqrt(v_hat) + preconditioner.eps)
+            drift = grad_u
+            precond = jnp.ones((), w.dtype)
+            if preconditioner is not None:
+                m, v, drift, v_hat = preconditioner.update(m, v, g, tt.astype(w.dtype), grad_u, w, post)
+                precond = 1.0 / (jnp.sqrt(v_hat) + preconditioner.eps)
             noise = jax.random.normal(k_noise, w.shape, w.dtype)
-            new_w = w - 0.5 * eps * precond * drift + jnp.sqrt(eps * precond) * noise
+            mean = w - 0.5 * eps * precond * drift
+            euler_w = mean + jnp.sqrt(eps * precond) * noise
+            new_w = euler_w
+            if leimkuhler_matthews:
+                # The move's noise is the mean of this step's and the last one's (see module doc).
+                new_w, xi = mean + jnp.sqrt(eps * precond) * (0.5 * (state.xi + noise)), noise
 
         def accept_prob() -> jax.Array:
-            return mala_acceptance(post, idx, w, new_w, grad_u, u, eps, precond).astype(w.dtype)
+            # The Euler–Maruyama move from w with this step's noise: a MALA proposal, so its
+            # acceptance measures the step the same way whichever move the chain makes.
+            return mala_acceptance(post, idx, w, euler_w, grad_u, u, eps, precond).astype(w.dtype)
 
-        return SGMCMCState(new_w, m, v, tt), loss, accept_prob, grad_u, precond
+        return SGMCMCState(new_w, m, v, tt, xi), loss, accept_prob, grad_u, precond
 
     def langevin_step(key, state, params, post, t):
         eps = params["step_size"] if tuned else eps0
-        new_state, loss, accept_prob, _, _ = propose(key, state, post, eps)
+        new_state, loss, accept_prob, grad_u, precond = propose(key, state, post, eps)
+        dtype = new_state.position.dtype
         extras = {}
         if mala_every > 0:
-            extras["mala_accept"] = jax.lax.cond(t % mala_every == 0, accept_prob, lambda: jnp.full((), jnp.nan, new_state.position.dtype))
-        return new_state, StepInfo(loss, jnp.asarray(fge, new_state.position.dtype), extras)
+            extras["mala_accept"] = jax.lax.cond(t % mala_every == 0, accept_prob, lambda: jnp.full((), jnp.nan, dtype))
+        fge_step = jnp.asarray(fge, dtype)
+        if not tuned:
+            # A fixed step has no tuner's predicted_bias: estimate its excess of E[U] along the
+            # chain instead (ε·(tr(G A) + tr(G Σ_g))/8, LM: ε·tr(G Σ_g)/8; see tuning()).
+            traces, estimate = probe_bias(key, post, state.position, grad_u, batch, t, precond, hessian=not leimkuhler_matthews)
+            extras["predicted_excess"] = (eps * (traces[0] + traces[1]) / 8.0).astype(dtype)
+            fge_step = jnp.where(estimate, (1 + probe_cost) * fge, fge).astype(dtype)
+        return new_state, StepInfo(loss, fge_step, extras)
 
     def tuning() -> StepwiseWarmup:
         """Per chain, one step at a time: dual averaging of log ε to the target MALA acceptance,
@@ -167,23 +217,31 @@ def build_langevin(cfg: Any, n: int, preconditioner: Preconditioner | None = Non
 
         Why a cap: MALA acceptance bounds the integrator's error per step, not the bias of the
         unadjusted chain's stationary law. For U locally quadratic with Hessian A, preconditioner
-        G and minibatch-gradient covariance Σ_g, that law has E[U] higher by
-        ε·(tr(G A) + tr(G Σ_g))/8 (Euler–Maruyama on an Ornstein–Uhlenbeck process; the MALA test
-        uses one minibatch for both ends of a move, so it does not see Σ_g at all), i.e. λ̂ higher
-        by that over λ̂. The trace grows with the number of stiff directions while the MALA
-        error is dominated by the stiffest ones, so a step with MALA acceptance 0.95 can bias λ̂
-        a lot: on a wide DLN ([99,98,43], rank 41, λ = 2127.5, d = 13,916) the tuned step
-        (33x Lau et al.'s) gave +157% (at γ = 100, where the chain cannot drift along the fiber,
-        +7% at 6.7e-6, where the formula predicts +5.5%). Both traces and λ̂ are estimated along
-        the tuning chain every ``BIAS_EVERY`` steps (a Hutchinson probe and a gradient on a
-        second minibatch: two gradients' worth), and the step is capped at
-        max_bias · 8 λ̂ / (tr(G A) + tr(G Σ_g)) during tuning (so the chain does not heat up)
-        and at its end.
+        G and minibatch-gradient covariance Σ_g, the Euler–Maruyama chain's law has E[U] higher by
+        ε·(tr(G A) + tr(G Σ_g))/8 (an Ornstein–Uhlenbeck process discretized; the MALA test uses
+        one minibatch for both ends of a move, so it does not see Σ_g at all), i.e. λ̂ higher by
+        that over λ̂. The trace grows with the number of stiff directions while the MALA error is
+        dominated by the stiffest ones, so a step with MALA acceptance 0.95 can bias λ̂ a lot: on
+        a wide DLN ([99,98,43], rank 41, λ = 2127.5, d = 13,916) the tuned step (33x Lau et al.'s)
+        gave +157% (at γ = 100, where the chain cannot drift along the fiber, +7% at 6.7e-6, where
+        the formula predicts +5.5%). Both traces and λ̂ are estimated along the tuning chain every
+        ``BIAS_EVERY`` steps (a Hutchinson probe and a gradient on a second minibatch: two
+        gradients' worth), and the step is capped at max_bias · 8 λ̂ / (tr(G A) + tr(G Σ_g))
+        during tuning (so the chain does not heat up) and at its end.
+
+        With the LM noise the same cap holds, though the Hessian's term is then exactly 0 on a
+        quadratic and ``predicted_bias`` is the minibatch term ε·tr(G Σ_g)/(8 λ̂) alone: the cap
+        keeps the step small against the *mean* curvature, which the chains may meet more of later
+        than the MALA target saw while tuning. Measured (seed-21 ~10k net #4, d = 18,028, λ = 394,
+        γ = 1): uncapped, the LM step (3.6e-7, MALA 0.95 while tuning) fell to MALA 0.15 as the
+        chains drifted along the fiber into stiffer regions and λ̂ came out +4.9%; capped (2.2e-7),
+        +0.2%. The MALA acceptance is always that of the Euler–Maruyama move with this step's
+        noise (a MALA proposal), so the target means the same step whichever move the chain makes.
         """
         da_init, da_update, da_final = dual_averaging_adaptation(target_accept)
 
         def bias_cap(sums):
-            llc_sum, trace_sum = sums
+            llc_sum, trace_sum, _ = sums  # Euler–Maruyama's traces, whichever the move (see above)
             ok = (llc_sum > 0) & (trace_sum > 0)
             if max_bias is None:
                 return jnp.full((), jnp.inf, llc_sum.dtype)
@@ -195,7 +253,7 @@ def build_langevin(cfg: Any, n: int, preconditioner: Preconditioner | None = Non
             # step can be past the explicit integrator's stability limit on stiff posteriors.
             da = da_init(eps0)._replace(mu=jnp.log(eps0))
             zero = jnp.zeros((), dtype)
-            return key, state, da, (zero, zero), zero
+            return key, state, da, (zero, zero, zero), zero
 
         def step(carry, post, t):
             key, state, da, sums, accept_sum = carry
@@ -209,8 +267,8 @@ def build_langevin(cfg: Any, n: int, preconditioner: Preconditioner | None = Non
             estimate = (t % BIAS_EVERY == 0) & (t >= num_tune // 10) & (max_bias is not None)
             zero = jnp.zeros((), dtype)
             traces = jax.lax.cond(estimate, lambda: bias_traces(k_bias, post, state.position, grad_u, batch, precond), lambda: (zero, zero))
-            term = (post.llc_of_loss(loss), traces[0] + traces[1])
-            use = estimate & finite & jnp.isfinite(term[0]) & jnp.isfinite(term[1])
+            term = (post.llc_of_loss(loss), traces[0] + traces[1], traces[1])
+            use = estimate & finite & jnp.all(jnp.isfinite(jnp.stack(term)))
             sums = jax.tree.map(lambda total, x: total + jnp.where(use, x, 0.0), sums, term)
             state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), proposal, state)
             accept_sum = accept_sum + jnp.where(t >= num_tune // 2, accept, 0.0)
@@ -224,7 +282,8 @@ def build_langevin(cfg: Any, n: int, preconditioner: Preconditioner | None = Non
             dtype = state.position.dtype
             eps_mala, cap = da_final(da), bias_cap(sums)
             eps = jnp.minimum(eps_mala, cap).astype(dtype)
-            llc_sum, trace_sum = sums
+            llc_sum, trace_sum, noise_sum = sums
+            trace_sum = noise_sum if leimkuhler_matthews else trace_sum  # the move's own bias
             extras = {
                 "step_size": eps,
                 "tune_mala_accept": accept_sum / (num_tune - num_tune // 2),

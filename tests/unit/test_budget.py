@@ -38,7 +38,7 @@ LEADERBOARD: dict[str, dict[float, dict]] = {
         for s in ("sgld", "rmsprop_sgld", "adam_sgld")
     },
     **{
-        # the presets' 20,000 ... 600,000 steps less the bias probe's 2% (lambda_hat.estimators.sghmc.BIAS_EVERY)
+        # the presets' 20,000 ... 600,000 steps less the bias probe's 2% (lambda_hat.estimators.PROBE_EVERY)
         s: {1e3: {"num_steps": 19600, **SG}, 3e3: {"num_steps": 58820, **SG}, 1e4: {"num_steps": 196070, **SG}, 3e4: {"num_steps": 588230, **SG}}
         for s in ("sghmc", "sgnht")
     },
