@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lambda_hat.llc import estimate_llc, health_warnings, interval95, split_rhat
+from lambda_hat.llc import SCATTER, estimate_llc, health_warnings, interval95, split_rhat
 
 
 def _ar1(rng: np.random.Generator, chains: int, draws: int, mean: float, rho: float = 0.5) -> np.ndarray:
@@ -76,16 +76,19 @@ def test_e_bfmi_is_arviz_stats_bfmi_and_equals_its_formula() -> None:
 
 
 def test_interval_counts_the_predicted_bias_and_under_mixing() -> None:
-    # no predicted bias, mixed chains: the Monte Carlo interval
-    assert interval95(100.0, 1.0, 1.01, 0.0) == pytest.approx([98.04, 101.96])
+    # no predicted bias, mixed chains: Monte Carlo error and the unmodelled scatter τ in quadrature
+    half = 1.96 * np.hypot(1.0, SCATTER * 100.0)
+    assert interval95(100.0, 1.0, 1.01, 0.0) == pytest.approx([100.0 - half, 100.0 + half])
+    assert interval95(100.0, 0.0, 1.01, 0.0) == pytest.approx([100.0 - 1.96 * SCATTER * 100.0, 100.0 + 1.96 * SCATTER * 100.0])
     # a step predicted to bias λ̂ by +1%: centred at λ̂/1.01, widened by 1% of λ̂ on both sides
     low, high = interval95(101.0, 1.0, 1.01, 0.01)
-    assert low == pytest.approx(100.0 - 1.96 - 1.01) and high == pytest.approx(100.0 + 1.96 + 1.01)
+    half = 1.96 * np.hypot(1.0, SCATTER * 101.0)
+    assert low == pytest.approx(100.0 - half - 1.01) and high == pytest.approx(100.0 + half + 1.01)
     # chains still climbing from w* (R-hat 1.25): only the upper end grows, by (1.25 - 1.01) x λ̂
     low2, high2 = interval95(101.0, 1.0, 1.25, 0.01)
     assert low2 == pytest.approx(low) and high2 == pytest.approx(high + 0.24 * 101.0)
     assert interval95(None, None, None, 0.0) is None and interval95(5.0, None, 1.0, 0.0) is None
-    assert interval95(100.0, 1.0, None, float("nan")) == pytest.approx([98.04, 101.96])  # unknown: as none
+    assert interval95(100.0, 1.0, None, float("nan")) == interval95(100.0, 1.0, 1.0, 0.0)  # unknown: as none
 
 
 def test_split_rhat_sees_a_lone_chain_still_drifting() -> None:
