@@ -57,7 +57,7 @@ class SGMCMCState(NamedTuple):
     m: jax.Array  # Adam: first moment of ∇L_batch; SGHMC/SGNHT: momentum; else shape ()
     v: jax.Array  # RMSprop/Adam: second moment of ∇L_batch; SGNHT: thermostat ξ; else shape ()
     t: jax.Array  # steps taken (Adam's bias correction)
-    xi: jax.Array | None = None  # Leimkuhler–Matthews: the noise the next move reuses; else None
+    noise: jax.Array | None = None  # Leimkuhler–Matthews: the draw the next move reuses; else None
 
 
 class Preconditioner(NamedTuple):
@@ -148,11 +148,11 @@ def build_langevin(cfg: Any, n: int, preconditioner: Preconditioner | None = Non
 
     def init(key: jax.Array, w0: jax.Array, post: Posterior) -> SGMCMCState:
         del post
-        xi = jax.random.normal(key, w0.shape, w0.dtype) if leimkuhler_matthews else None
+        noise = jax.random.normal(key, w0.shape, w0.dtype) if leimkuhler_matthews else None
         if preconditioner is not None:
-            return SGMCMCState(w0, jnp.zeros_like(w0), jnp.zeros_like(w0), jnp.zeros((), jnp.int32), xi)
+            return SGMCMCState(w0, jnp.zeros_like(w0), jnp.zeros_like(w0), jnp.zeros((), jnp.int32), noise)
         scalar = jnp.zeros((), w0.dtype)
-        return SGMCMCState(w0, scalar, scalar, jnp.zeros((), jnp.int32), xi)
+        return SGMCMCState(w0, scalar, scalar, jnp.zeros((), jnp.int32), noise)
 
     def propose(key, state, post, eps):
         """One Langevin move from state with step eps: (new state, L_batch(w), MALA acceptance fn,
@@ -164,7 +164,7 @@ def build_langevin(cfg: Any, n: int, preconditioner: Preconditioner | None = Non
         loss = post.recorded_loss(loss, idx)
         g = (grad_u - post.gamma * (w - post.w_star)) / post.nbeta  # ∇L_batch, for the moments
         m, v, tt = state.m, state.v, state.t + 1
-        xi = None
+        kept = None  # the draw the next LM move reuses
         if preconditioner is None and not leimkuhler_matthews:
             precond = jnp.ones((), w.dtype)
             # blackjax: w + s ∇log p + sqrt(2 s) ξ with s = ε/2 is exactly the update above.
@@ -181,14 +181,14 @@ def build_langevin(cfg: Any, n: int, preconditioner: Preconditioner | None = Non
             new_w = euler_w
             if leimkuhler_matthews:
                 # The move's noise is the mean of this step's and the last one's (see module doc).
-                new_w, xi = mean + jnp.sqrt(eps * precond) * (0.5 * (state.xi + noise)), noise
+                new_w, kept = mean + jnp.sqrt(eps * precond) * (0.5 * (state.noise + noise)), noise
 
         def accept_prob() -> jax.Array:
             # The Euler–Maruyama move from w with this step's noise: a MALA proposal, so its
             # acceptance measures the step the same way whichever move the chain makes.
             return mala_acceptance(post, idx, w, euler_w, grad_u, u, eps, precond).astype(w.dtype)
 
-        return SGMCMCState(new_w, m, v, tt, xi), loss, accept_prob, grad_u, precond
+        return SGMCMCState(new_w, m, v, tt, kept), loss, accept_prob, grad_u, precond
 
     def langevin_step(key, state, params, post, t):
         eps = params["step_size"] if tuned else eps0
