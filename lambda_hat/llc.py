@@ -138,8 +138,8 @@ def interval95(llc_mean: float | None, llc_sem: float | None, r_hat: float | Non
     and have not equilibrated are below λ (every large miss measured was low). Measured on 66
     four-chain runs of random DLNs (~1k and ~10k classes, generator seeds 11 and 12, never used
     in development; the R-hat term then from 1.05, Euler–Maruyama's step, no τ): 95.5% coverage,
-    median half-width 2.7% of λ; λ̂ ± 1.96 se covered 38%. With the LM noise and τ, on 72 runs of
-    the defaults (~1k seeds 21, 31, 41; ~10k seed 21): 67 of 72, half-widths 1.3–1.6% (docs:
+    median half-width 2.7% of λ; λ̂ ± 1.96 se covered 38%. With the LM noise and τ, on 84 runs of
+    the defaults (~1k and ~10k, seeds 21, 31, 41): 78 of 84, half-widths 1.3–1.6% (docs:
     results-accuracy). None without an estimate or its se.
     """
     if llc_mean is None or llc_sem is None or not np.isfinite(llc_mean) or not np.isfinite(llc_sem):
